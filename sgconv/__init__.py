@@ -1,0 +1,32 @@
+"""sgconv: Structured Global Convolution (SGConv) on NumPy, PyTorch, JAX and CuPy.
+
+SGConv (Li, Cai, Zhang, Chen, Dey, "What Makes Convolutional Models Great on Long
+Sequence Modeling?", arXiv 2210.09298) is a long convolution whose kernel is as long as
+the sequence but has only O(log L) parameters: short sub-kernels, linearly upsampled to
+doubling lengths, weighted by a decay, concatenated and normalised by a constant Z.
+
+Quick start::
+
+    import numpy as np, sgconv
+    config = sgconv.SGConvConfig(d_model=64, l_max=4096)
+    params = sgconv.init(config, seed=0)
+    y = sgconv.apply(params, np.random.randn(2, 64, 4096).astype("float32"))
+
+Backends: ``sgconv.use('torch')``, ``with sgconv.using('jax'): ...``.
+"""
+
+from ._api import apply, conv, kernel
+from ._config import SGConvConfig
+from ._params import Params, from_state_dict, init, load, save, to_state_dict
+from ._switch import (BackendInfo, available_backends, backend, get_backend, known_backends,
+                      register_backend, use, using)
+from .backends._base import Backend, BackendUnavailableError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGConvConfig", "Params", "init", "kernel", "conv", "apply",
+    "from_state_dict", "to_state_dict", "save", "load",
+    "use", "using", "get_backend", "backend", "available_backends", "known_backends",
+    "register_backend", "BackendInfo", "Backend", "BackendUnavailableError", "__version__",
+]

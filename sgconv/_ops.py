@@ -1,0 +1,258 @@
+"""The SGConv math, written once for every backend.
+
+Every function takes a :class:`~sgconv.backends.Backend` ``bk`` first and arrays of that
+backend.  Only operations spelled identically in NumPy, CuPy, PyTorch and JAX are used
+directly (slicing, ``*``, ``+``, ``@``, ``.reshape``, ``.swapaxes``); the rest goes through
+``bk``.  Shapes follow shared/SPEC.md: u (B, H, L), kernel rows C' (C, or 2C when
+bidirectional), output of the convolution (B, C, H, L).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from ._config import SGConvConfig
+
+__all__ = ["upsample_index", "raw_kernel", "kernel", "plan_fft", "FFTPlan", "kernel_spectrum",
+           "conv_with_spectrum", "conv", "gelu", "mix", "layer", "compute_dtype"]
+
+_HALF = ("float16", "bfloat16")
+
+
+def compute_dtype(dtype: str) -> str:
+    """The dtype the FFTs run in: float16/bfloat16 are computed in float32.
+
+    (No CPU FFT exists for half precision, and cuFFT's handles powers of two only.)
+    """
+    return "float32" if dtype in _HALF else dtype
+
+
+# --- 1. Upsampling a sub-kernel ------------------------------------------------------------
+
+@functools.lru_cache(maxsize=256)
+def upsample_index(kernel_dim: int, factor: int, interpolation: str):
+    """Gather indices and blend weights that stretch a length-d sub-kernel by ``factor``.
+
+    Linear, half-pixel centres (PyTorch ``align_corners=False``): output j reads the input at
+    x_j = max((j + 0.5)/s - 0.5, 0) and blends w[floor x_j] and w[min(floor x_j + 1, d-1)]
+    with weight x_j - floor x_j on the second.  Nearest: w[floor(j / s)].
+
+    Returns (lo, hi, frac) as NumPy arrays of length d*s (hi and frac are None for nearest),
+    computed in float64 once per (d, s) and cast by the caller.
+    """
+    j = np.arange(kernel_dim * factor)
+    if interpolation == "nearest":
+        return j // factor, None, None
+    x = np.maximum((j + 0.5) / factor - 0.5, 0.0)                  # (d*s,)
+    lo = np.floor(x).astype(np.int64)
+    hi = np.minimum(lo + 1, kernel_dim - 1)
+    return lo, hi, x - lo
+
+
+def _upsample(bk, w, factor: int, interpolation: str):
+    """(C', H, d) -> (C', H, d*factor)."""
+    if factor == 1:
+        return w                                                   # scales 0 and 1 keep length d
+    lo, hi, frac = upsample_index(w.shape[-1], factor, interpolation)
+    if hi is None:
+        return bk.take(w, lo)
+    frac = bk.asarray(frac, dtype=bk.dtype_name(w), like=w)
+    w_lo = bk.take(w, lo)                                          # (C', H, d*s)
+    return w_lo + (bk.take(w, hi) - w_lo) * frac
+
+
+# --- 2-3. Cat(S) with the decay ------------------------------------------------------------
+
+def raw_kernel(bk, config: SGConvConfig, kernels, multiplier, decay=None, length=None):
+    """k_raw = Cat(m^(N-1) Up_0(w_0), ..., m^0 Up_{N-1}(w_{N-1})), cut to ``length``.
+
+    kernels: N arrays (C', H, d); multiplier m: (H,); decay: (H,) in learnable mode, else None.
+    Only the scales that start before ``length`` are built.  Returns (C', H, min(length, K)).
+    """
+    N, K = config.num_scales, config.kernel_length
+    length = K if length is None else min(length, K)
+    pieces, start = [], 0
+    for i, (w, s) in enumerate(zip(kernels, config.scale_factors)):
+        if start >= length:
+            break                                                  # scales past L never matter
+        piece = _upsample(bk, w, s, config.interpolation)          # (C', H, d*s_i)
+        if not config.learnable_decay:
+            piece = piece * (multiplier ** (N - 1 - i))[:, None]   # nearest scale weighs most
+        pieces.append(piece)
+        start += config.kernel_dim * s
+    k = pieces[0] if len(pieces) == 1 else bk.concat(pieces, axis=-1)
+    k = k[..., :length]                                            # (C', H, min(L, K))
+    if config.learnable_decay:
+        # k_raw[..., t] *= (t + 1)^(-decay[h])
+        log_t = bk.asarray(np.log(np.arange(1, length + 1, dtype=np.float64)),
+                           dtype=bk.dtype_name(k), like=k)         # (L,)
+        k = k * bk.exp(-decay[:, None] * log_t)
+    return k
+
+
+def normaliser(bk, config: SGConvConfig, kernels, multiplier, decay=None):
+    """Z[c, h] = ||k_raw[c, h, :]||_2 over the full length K: (C', H).  Computed once, at init."""
+    k = raw_kernel(bk, config, kernels, multiplier, decay)        # (C', H, K)
+    return bk.sqrt((k * k).sum(-1))
+
+
+def kernel(bk, config: SGConvConfig, kernels, multiplier, kernel_norm, decay=None,
+           length=None, pad=True):
+    """k = k_raw[..., :L] / Z, zero-padded to L when L > K (``pad=False`` skips the padding).
+
+    Returns (C', H, L), or (C', H, min(L, K)) with pad=False.
+    """
+    length = config.kernel_length if length is None else length
+    k = raw_kernel(bk, config, kernels, multiplier, decay, length)
+    k = k / bk.stop_gradient(kernel_norm)[..., None]               # Z is state, not trained
+    if pad and k.shape[-1] < length:
+        k = bk.pad_last(k, 0, length - k.shape[-1])
+    return k
+
+
+# --- 4. The convolution, by FFT -------------------------------------------------------------
+
+class FFTPlan(NamedTuple):
+    """How to compute a linear convolution of a length-L signal with a kernel of Lk taps.
+
+    n: FFT length.  block: None for one FFT over the whole signal, else the block size P of
+    an overlap-add (each block of P samples convolved with FFTs of length n).
+    causal_taps: Lk, the causal kernel's taps; anti_taps: a, the anti-causal taps that can
+    reach an output (0 when causal, at most L-1).
+    """
+
+    length: int
+    n: int
+    block: int | None
+    causal_taps: int
+    anti_taps: int
+
+
+def _fft_cost(n: int) -> float:
+    return n * math.log2(max(n, 2))
+
+
+def plan_fft(bk, length: int, taps: int, bidirectional: bool, block_size: int | None = None):
+    """Choose the FFT length (and maybe blocks) for a linear convolution.
+
+    One FFT needs n >= L + max(Lk - 1, a): anything shorter wraps the tail of the causal
+    result, or the anti-causal lags, onto outputs we keep.  When the kernel is much
+    shorter than the signal, overlap-add with blocks of P costs about (L/P) n log n with
+    n ~ P + Lk + a instead of 2L log 2L, i.e. grows as L log K.  ``block_size``: None
+    picks the cheaper by that estimate; 0 forces one FFT; P > 0 forces blocks of P.
+    """
+    anti = min(taps, length - 1) if bidirectional else 0
+    span = max(taps - 1, 0) + anti                                 # samples a block spills over
+    n_full = bk.next_fast_len(length + max(taps - 1, anti))
+    full = FFTPlan(length, n_full, None, taps, anti)
+    if block_size == 0:
+        return full
+    if block_size is not None:
+        if block_size < max(taps - 1, anti, 1):
+            raise ValueError(f"block_size must be at least max(kernel taps - 1, anti-causal taps) "
+                             f"= {max(taps - 1, anti, 1)}, got {block_size}")
+        return FFTPlan(length, bk.next_fast_len(block_size + span), block_size, taps, anti)
+    best, best_cost = full, _fft_cost(n_full)
+    for mult in (4, 8, 16, 32):
+        n = bk.next_fast_len(mult * max(span, 1))
+        block = n - span
+        if block >= length or block < max(taps - 1, anti, 1):
+            continue
+        cost = -(-length // block) * _fft_cost(n)
+        if cost < 0.75 * best_cost:                                # blocks only for a clear win
+            best, best_cost = FFTPlan(length, n, block, taps, anti), cost
+    return best
+
+
+def kernel_spectrum(bk, k, D, plan: FFTPlan, bidirectional: bool):
+    """The kernel's spectrum, with D folded into the lag-0 tap: (C, H, n//2 + 1).
+
+    k: (C', H, Lk); D: (C, H) or None.  In bidirectional mode rows C..2C-1 (k1) are placed
+    reversed at the end of the length-n buffer, so k1[s-1] sits at lag -s (circularly n-s).
+    """
+    C = k.shape[0] // 2 if bidirectional else k.shape[0]
+    k0 = k[:C]                                                     # (C, H, Lk) causal half
+    if D is not None:
+        # y += D u is the lag-0 tap: add it to the kernel, not as a pass over the output.
+        k0 = bk.concat([k0[..., :1] + D[..., None], k0[..., 1:]], axis=-1)
+    if bidirectional and plan.anti_taps > 0:
+        k1 = bk.flip_last(k[C:, :, :plan.anti_taps])               # (C, H, a), lag -a .. -1
+        k0 = bk.concat([bk.pad_last(k0, 0, plan.n - k0.shape[-1] - plan.anti_taps), k1], axis=-1)
+    return bk.rfft(k0, plan.n)                                     # (C, H, n//2+1)
+
+
+def conv_with_spectrum(bk, u, k_f, plan: FFTPlan):
+    """y = irfft(rfft(u) * k_f)[..., :L]: (B, H, L) -> (B, C, H, L)."""
+    B, H, L = u.shape
+    n = plan.n
+    if plan.block is None:
+        u_f = bk.rfft(u, n)[:, None]                               # (B, 1, H, F)
+        return bk.irfft(bk.spectral_product(u_f, k_f), n)[..., :L]  # (B, C, H, L)
+    # Overlap-add: split u into blocks of P, convolve each, add the spill into neighbours.
+    P, a = plan.block, plan.anti_taps
+    nb = -(-L // P)
+    u = bk.pad_last(u, 0, nb * P - L).reshape(B, H, nb, P)         # (B, H, nb, P)
+    u_f = bk.rfft(u, n)[:, None]                                   # (B, 1, H, nb, F)
+    out = bk.irfft(bk.spectral_product(u_f, k_f[:, :, None]), n)   # (B, C, H, nb, n)
+    y = out[..., :P]                                               # each block's own span
+    spill = out[..., P:min(n - a, 2 * P)]                          # reaches into block j+1
+    if spill.shape[-1] > 0 and nb > 1:
+        spill = bk.pad_last(spill[..., :-1, :], 0, P - spill.shape[-1])
+        first = bk.zeros(spill[..., :1, :].shape, bk.dtype_name(spill), like=spill)
+        y = y + bk.concat([first, spill], axis=-2)
+    if a > 0 and nb > 1:
+        back = bk.pad_last(out[..., 1:, n - a:], P - a, 0)         # anti-causal lags into j-1
+        last = bk.zeros(back[..., :1, :].shape, bk.dtype_name(back), like=back)
+        y = y + bk.concat([back, last], axis=-2)
+    return y.reshape(B, k_f.shape[0], H, nb * P)[..., :L]          # (B, C, H, L)
+
+
+def conv(bk, u, k, D=None, bidirectional=False, block_size=None):
+    """The SGConv convolution (SPEC), computed by FFT in O(L log L):
+
+        y[b,c,h,t] = sum_{s=0..t} k0[c,h,s] u[b,h,t-s]
+                   (+ sum_{s=1..L-1-t} k1[c,h,s-1] u[b,h,t+s] when bidirectional)
+                   + D[c,h] u[b,h,t]
+
+    u: (B, H, L); k: (C', H, Lk) with Lk <= L; D: (C, H) or None.  Returns (B, C, H, L).
+    """
+    plan = plan_fft(bk, u.shape[-1], k.shape[-1], bidirectional, block_size)
+    return conv_with_spectrum(bk, u, kernel_spectrum(bk, k, D, plan, bidirectional), plan)
+
+
+# --- 5. The layer --------------------------------------------------------------------------
+
+def gelu(bk, x):
+    """Exact GELU: x/2 (1 + erf(x / sqrt 2))."""
+    return 0.5 * x * (1.0 + bk.erf(x * (1.0 / math.sqrt(2.0))))
+
+
+def mix(bk, y, out_weight, out_bias, dropout: float = 0.0, rng=None):
+    """(B, C, H, L) -> reshape (B, C*H, L) -> GELU -> dropout -> W @ . + b -> (B, H, L)."""
+    B, C, H, L = y.shape
+    y = gelu(bk, y.reshape(B, C * H, L))                           # (B, C*H, L)
+    if dropout > 0.0:
+        y = bk.dropout(y, dropout, rng)
+    return out_weight @ y + out_bias[:, None]                      # (B, H, L)
+
+
+def layer(bk, config: SGConvConfig, arrays: dict, u, *, dropout: float = 0.0, rng=None,
+          block_size=None, return_kernel=False):
+    """The whole SGConv layer on (B, H, L) arrays already in the compute dtype.
+
+    arrays: 'kernels', 'multiplier', 'decay', 'kernel_norm', 'D', 'out_weight', 'out_bias'.
+    """
+    L = u.shape[-1]
+    k = kernel(bk, config, arrays["kernels"], arrays["multiplier"], arrays["kernel_norm"],
+               arrays["decay"], length=L, pad=False)               # (C', H, min(L, K))
+    y = conv(bk, u, k, arrays["D"], config.bidirectional, block_size)  # (B, C, H, L)
+    out = mix(bk, y, arrays["out_weight"], arrays["out_bias"], dropout, rng)
+    if return_kernel:
+        if k.shape[-1] < L:
+            k = bk.pad_last(k, 0, L - k.shape[-1])
+        return out, k
+    return out
