@@ -227,8 +227,8 @@ def conv(bk, u, k, D=None, bidirectional=False, block_size=None):
 # --- 5. The layer --------------------------------------------------------------------------
 
 def gelu(bk, x):
-    """Exact GELU: x/2 (1 + erf(x / sqrt 2))."""
-    return 0.5 * x * (1.0 + bk.erf(x * (1.0 / math.sqrt(2.0))))
+    """Exact GELU: x/2 (1 + erf(x / sqrt 2)) (the backend may supply a fused one)."""
+    return bk.gelu(x)
 
 
 def mix(bk, y, out_weight, out_bias, dropout: float = 0.0, rng=None):
@@ -237,7 +237,7 @@ def mix(bk, y, out_weight, out_bias, dropout: float = 0.0, rng=None):
     y = gelu(bk, y.reshape(B, C * H, L))                           # (B, C*H, L)
     if dropout > 0.0:
         y = bk.dropout(y, dropout, rng)
-    return out_weight @ y + out_bias[:, None]                      # (B, H, L)
+    return bk.linear_channels(y, out_weight, out_bias)            # (B, H, L)
 
 
 def layer(bk, config: SGConvConfig, arrays: dict, u, *, dropout: float = 0.0, rng=None,

@@ -176,6 +176,14 @@ class Backend:
 
     # --- optional fast paths -------------------------------------------------------
 
+    def gelu(self, x):
+        """Exact GELU, x/2 (1 + erf(x / sqrt 2)); frameworks with a fused one override this."""
+        return 0.5 * x * (1.0 + self.erf(x * (1.0 / 2.0 ** 0.5)))
+
+    def linear_channels(self, y, weight, bias):
+        """out (B, H, L) = weight (H, C*H) @ y (B, C*H, L) + bias (H,)[:, None]."""
+        return weight @ y + bias[:, None]
+
     def spectral_product(self, u_f, k_f):
         """y_f (B, C, H, F) = u_f (B, 1, H, F) * k_f (C, H, F): the frequency-domain product.
 
