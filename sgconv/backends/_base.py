@@ -95,7 +95,11 @@ class Backend:
                     f"({type(x).__name__}). Convert the array to {self.name} (or NumPy) first, or "
                     f"run with the {owner} backend: sgconv.use({owner!r}) / "
                     f"`with sgconv.using({owner!r}):`.")
-            arr = np.asarray(x)
+            try:
+                arr = np.asarray(x)
+            except ValueError as exc:  # ragged nested lists
+                raise TypeError(f"expected a numeric array or nested lists of equal lengths, "
+                                f"got a {type(x).__name__} NumPy cannot read as one: {exc}") from None
             if arr.dtype == object:
                 raise TypeError(f"expected a numeric array or nested list, got {type(x).__name__} "
                                 f"that NumPy reads as dtype=object")
