@@ -98,3 +98,13 @@ class NumpyBackend(Backend):
         generator = np.random.default_rng(rng)
         keep = generator.random(x.shape) >= rate
         return np.where(keep, x / np.asarray(1.0 - rate, dtype=x.dtype), np.zeros((), x.dtype))
+
+    def spectral_product(self, u_f, k_f):
+        # Measured fast path: when the product has u_f's shape (C = 1, the common case),
+        # multiply into u_f, a temporary of ours, instead of allocating another B*H*F
+        # complex buffer: a fresh 268 MB buffer at B=8, H=256, L=16384 float32 doubled the
+        # time of sgconv.conv there (median of 9 interleaved runs, 0.79 s vs 0.37 s).
+        if np.broadcast_shapes(u_f.shape, k_f.shape) == u_f.shape and u_f.dtype == \
+                np.result_type(u_f, k_f):
+            return np.multiply(u_f, k_f, out=u_f)
+        return u_f * k_f
