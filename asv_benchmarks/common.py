@@ -1,0 +1,220 @@
+"""Shared helpers of the asv suite: imports, backend selection, parameter grids, timing.
+
+Rules every benchmark here follows (shared/STYLE.md, "Benchmarks"):
+
+- The backend is passed explicitly: each timed call and each ``setup`` runs inside
+  ``with sgconv.using(name):``; no benchmark leaves the process-wide switch set.
+- A backend that cannot run here (framework missing, no GPU) is skipped by raising
+  NotImplementedError in ``setup`` (asv reports it as n/a, not as a failure), and so is a
+  dtype the backend would not keep (JAX without x64 turns float64 into float32).
+- Device work is synchronised before a timed call returns, and JAX functions are jitted
+  and compiled in ``setup``, outside the timed region.
+
+Imports: with ``asv run -E existing`` the package may not be installed in the current
+environment; then ``sgconv`` is imported from the checkout that holds this directory.
+In asv's own environments the installed ``sgconv`` (of the commit being measured) wins.
+The float64 oracle ``reference/`` is never installed: it is loaded from the checkout.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import sys
+
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+try:
+    import sgconv
+except ImportError:  # asv -E existing without `pip install .`: use this checkout
+    sys.path.insert(0, REPO_ROOT)
+    import sgconv
+
+__all__ = ["sgconv", "REPO_ROOT", "BACKENDS", "AUTODIFF_BACKENDS", "LENGTHS", "DTYPES",
+           "BATCH", "D_MODEL", "SEED", "reference", "require_backend", "native", "synchronize",
+           "layer_config", "random_input", "make_params", "forward_fn", "forward_backward_fn",
+           "to_numpy", "max_relative_error"]
+
+#: Every registered backend; the ones that cannot run here are skipped in setup.
+BACKENDS = ("numpy", "torch", "jax", "cupy")
+#: Backends whose arrays carry gradients (forward+backward is timed for these).
+AUTODIFF_BACKENDS = ("torch", "jax")
+#: Sequence lengths L of the main grid.
+LENGTHS = (1024, 4096, 16384, 65536)
+#: Floating dtypes of the grid (half precision is computed in float32, so not a separate row).
+DTYPES = ("float32", "float64")
+#: Batch B and width H: small enough that the largest L runs in well under a second on CPU.
+BATCH = 2
+D_MODEL = 32
+SEED = 0
+
+
+@functools.lru_cache(maxsize=1)
+def reference():
+    """The float64 reference package ``reference/`` of this checkout (never installed).
+
+    Loaded by file location under its own name only, so that the checkout's ``sgconv``
+    does not shadow the installed one in asv's environments.
+    """
+    if "reference" in sys.modules:
+        return sys.modules["reference"]
+    init = os.path.join(REPO_ROOT, "reference", "__init__.py")
+    spec = importlib.util.spec_from_file_location(
+        "reference", init, submodule_search_locations=[os.path.dirname(init)])
+    if spec is None or not os.path.exists(init):
+        raise NotImplementedError(f"the float64 reference is not at {init}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reference"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def require_backend(name: str):
+    """The loaded backend object ``name``, or NotImplementedError (asv: skipped) saying why."""
+    try:
+        return sgconv.backend(name)
+    except (ImportError, ValueError) as exc:  # BackendUnavailableError is an ImportError
+        raise NotImplementedError(f"backend {name!r} unavailable: {exc}") from None
+
+
+def native(bk, x: np.ndarray, dtype: str):
+    """``x`` as an array of backend ``bk`` in ``dtype``; NotImplementedError if not kept.
+
+    (JAX without ``jax_enable_x64`` would silently compute float64 input in float32:
+    that row is skipped rather than reported under the wrong dtype.)
+    """
+    out = bk.asarray(x, dtype=dtype)
+    got = bk.dtype_name(out)
+    if got != dtype:
+        raise NotImplementedError(f"backend {bk.name!r} turned {dtype} into {got} here")
+    return out
+
+
+def synchronize(name: str) -> None:
+    """Wait for the backend's queued device work (a no-op on CPU backends)."""
+    sgconv.backend(name).synchronize()
+
+
+def layer_config(length: int, d_model: int = D_MODEL, **options) -> "sgconv.SGConvConfig":
+    """The benchmarked layer: H = d_model, l_max = L, the paper's defaults otherwise."""
+    return sgconv.SGConvConfig(d_model=d_model, l_max=length, **options)
+
+
+def random_input(batch: int, d_model: int, length: int, seed: int = SEED) -> np.ndarray:
+    """u ~ N(0, 1) of shape (B, H, L), float64 (cast per benchmark)."""
+    return np.random.default_rng(seed + 1).standard_normal((batch, d_model, length))
+
+
+def make_params(name: str, config, dtype: str):
+    """Parameters from seed SEED on backend ``name`` in ``dtype`` (same numbers everywhere)."""
+    with sgconv.using(name):
+        params = sgconv.init(config, seed=SEED, dtype=dtype, backend=name)
+    if params.dtype != dtype:
+        raise NotImplementedError(f"backend {name!r} turned {dtype} parameters into {params.dtype}")
+    return params
+
+
+def to_numpy(name: str, x) -> np.ndarray:
+    """A backend array as a NumPy array (detached, on the host)."""
+    bk = sgconv.backend(name)
+    if name == "torch":
+        x = x.detach()
+    return np.asarray(bk.to_numpy(x))
+
+
+def max_relative_error(y, y_ref) -> float:
+    """max |y - y_ref| / max |y_ref|, in float64: one number per comparison."""
+    y = np.asarray(y, dtype=np.float64)
+    y_ref = np.asarray(y_ref, dtype=np.float64)
+    return float(np.max(np.abs(y - y_ref)) / np.max(np.abs(y_ref)))
+
+
+#: The arrays the released module trains (multiplier and Z are buffers, not parameters).
+TRAINABLE = ("kernels", "D", "out_weight", "out_bias", "decay")
+
+
+def _jax_layer(params):
+    """(pure function of (trained, fixed, u), trained, fixed): the layer over pytrees."""
+    arrays = params.arrays()
+    trained = {k: v for k, v in arrays.items() if k in TRAINABLE and v is not None}
+    fixed = {k: v for k, v in arrays.items() if k not in trained}
+
+    def run(trained, fixed, u):
+        with sgconv.using("jax"):
+            return sgconv.apply(params.replace(**trained, **fixed), u)
+
+    return run, trained, fixed
+
+
+def forward_fn(name: str, params):
+    """A callable u -> layer output on backend ``name``, synchronised before it returns.
+
+    JAX: the layer is ``jax.jit``-compiled; call it once in ``setup`` to compile it
+    outside the timed region.
+    """
+    if name == "jax":
+        import jax
+
+        run, trained, fixed = _jax_layer(params)
+        jitted = jax.jit(run)
+
+        def forward(u):
+            with sgconv.using("jax"):
+                return jax.block_until_ready(jitted(trained, fixed, u))
+
+        return forward
+
+    def forward(u):
+        with sgconv.using(name):
+            y = sgconv.apply(params, u)
+            sgconv.backend(name).synchronize()
+        return y
+
+    return forward
+
+
+def forward_backward_fn(name: str, params):
+    """A callable u -> gradients of sum(layer(u)) w.r.t. the trained parameters and u.
+
+    Trained: the sub-kernels, D, the mixing weight and bias (and the decay in learnable
+    mode), as in the released module.  torch: ``torch.autograd.grad`` through
+    ``sgconv.apply`` with leaf tensors (nothing accumulates between calls).  jax:
+    ``jax.jit(jax.grad(...))``; call once in ``setup`` to compile.  Other backends have no
+    autodiff: NotImplementedError.
+    """
+    if name == "torch":
+        import torch
+
+        def leaf(x):
+            return x.detach().clone().requires_grad_(True)
+
+        arrays = params.arrays()
+        leaves = {k: (tuple(leaf(w) for w in v) if k == "kernels" else leaf(v))
+                  for k, v in arrays.items() if k in TRAINABLE and v is not None}
+        inputs = [t for k, v in leaves.items() for t in (v if k == "kernels" else (v,))]
+        leaf_params = params.replace(**leaves)
+
+        def forward_backward(u):
+            u = u.detach().requires_grad_(True)
+            with sgconv.using("torch"):
+                y = sgconv.apply(leaf_params, u)
+                grads = torch.autograd.grad(y.sum(), inputs + [u])
+                sgconv.backend("torch").synchronize()
+            return grads
+
+        return forward_backward
+    if name == "jax":
+        import jax
+
+        run, trained, fixed = _jax_layer(params)
+        grad = jax.jit(jax.grad(lambda t, f, u: run(t, f, u).sum(), argnums=(0, 2)))
+
+        def forward_backward(u):
+            with sgconv.using("jax"):
+                return jax.block_until_ready(grad(trained, fixed, u))
+
+        return forward_backward
+    raise NotImplementedError(f"backend {name!r} has no autodiff: no forward+backward to time")
