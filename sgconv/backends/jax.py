@@ -1,0 +1,265 @@
+"""JAX backend: the generic SGConv math on ``jax.Array``s, on whatever device JAX runs.
+
+Everything here is a pure jax.numpy function, so the generic operator works unchanged
+under ``jax.jit``, ``jax.grad`` and ``jax.vmap`` (the pure-function API over pytrees
+lives in :mod:`sgconv.jax`).  Loading the backend registers :class:`sgconv.Params` as a
+pytree: its arrays are the leaves and its :class:`~sgconv.SGConvConfig` is static
+metadata.
+
+Precision follows JAX's own setting and never changes it: float32 by default, float64
+only when the user has enabled 64-bit mode (``jax.config.update('jax_enable_x64', True)``
+or ``with jax.enable_x64(True):``).  A float64 NumPy array that arrives while 64-bit
+mode is off raises TypeError instead of being rounded to float32 behind the user's back.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from .._params import Params
+from ._base import Backend, BackendUnavailableError, array_framework
+
+__all__ = ["JaxBackend", "next_fast_len", "register_pytrees"]
+
+_INSTALL = "pip install 'sgconv[jax]'"
+_PARAMS_DATA_FIELDS = ("kernels", "multiplier", "kernel_norm", "D", "out_weight", "out_bias",
+                       "decay")
+_REGISTER_LOCK = threading.Lock()
+_REGISTERED = False
+
+
+def register_pytrees(jax) -> None:
+    """Make :class:`sgconv.Params` a pytree: arrays as leaves, ``config`` as static metadata.
+
+    Idempotent.  The configuration is a frozen, hashable dataclass, so ``jax.jit`` keys its
+    cache on it and retraces only when the configuration (or a shape/dtype) changes.
+    """
+    global _REGISTERED
+    with _REGISTER_LOCK:
+        if _REGISTERED:
+            return
+        try:
+            jax.tree_util.register_dataclass(Params, data_fields=list(_PARAMS_DATA_FIELDS),
+                                             meta_fields=["config"])
+        except ValueError as exc:  # already registered (e.g. the module was reloaded)
+            if "already registered" not in str(exc).lower():
+                raise
+        _REGISTERED = True
+
+
+def next_fast_len(n: int) -> int:
+    """The smallest 2,3,5,7-smooth integer >= n (n >= 1): an FFT length XLA's CPU FFT likes.
+
+    XLA's CPU FFT (DUCC) has radix-2, 3, 4, 5 and 7 passes.  Measured on this project's
+    2-core CPU (jax 0.10.2, float32 rfft+irfft of 128 rows, 14 random lengths in
+    900..40000, ``asv_benchmarks/bench_jax_layer.py:FFTLength``): the 7-smooth length took
+    0.4-0.95x the time of the next power of two (0.75x on average); 5-smooth and
+    11-smooth lengths were indistinguishable from 7-smooth.
+    """
+    if n <= 1:
+        return 1
+    best = 1 << (n - 1).bit_length()                               # the next power of two
+    p7 = 1
+    while p7 < best:
+        p75 = p7
+        while p75 < best:
+            p753 = p75
+            while p753 < best:
+                # the smallest p753 * 2^k >= n
+                m = p753
+                if m < n:
+                    m <<= (-(-n // m) - 1).bit_length()
+                best = min(best, m)
+                p753 *= 3
+            p75 *= 5
+        p7 *= 7
+    return best
+
+
+class JaxBackend(Backend):
+    """``sgconv.use('jax')``: jax.numpy arrays; FFTs by ``jnp.fft``; autodiff by JAX."""
+
+    name = "jax"
+    extra = "jax"
+    differentiable = True
+
+    def __init__(self):
+        self._jax = None
+        self._jnp = None
+
+    # --- availability --------------------------------------------------------------
+
+    def load(self) -> None:
+        if self._jnp is not None:
+            return
+        try:
+            import jax
+            import jax.numpy as jnp
+            import jax.scipy.special  # noqa: F401  (erf)
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"the 'jax' backend needs JAX, which could not be imported ({exc}); install it "
+                f"with: {_INSTALL}") from exc
+        register_pytrees(jax)
+        self._jax, self._jnp = jax, jnp
+
+    def version(self) -> str:
+        self.load()
+        import jaxlib
+        return f"jax {self._jax.__version__}, jaxlib {jaxlib.__version__}"
+
+    def device_description(self) -> str:
+        self.load()
+        devices = self._jax.devices()
+        first = devices[0]
+        return (f"{self._jax.default_backend()}:{first.id} ({first.device_kind}), "
+                f"{len(devices)} device(s)")
+
+    # --- precision -----------------------------------------------------------------
+
+    def x64_enabled(self) -> bool:
+        """Whether JAX's 64-bit mode is on (read only; sgconv never changes it)."""
+        return bool(self._jax.config.jax_enable_x64)
+
+    def _refuse_64(self, what: str) -> TypeError:
+        return TypeError(
+            f"{what} is float64 but JAX's 64-bit mode is off (jax_enable_x64=False), so JAX "
+            f"would silently round it to float32. Either pass float32 data "
+            f"(x.astype(numpy.float32)), or enable 64-bit mode yourself before creating "
+            f"arrays: jax.config.update('jax_enable_x64', True), or `with "
+            f"jax.enable_x64(True):`. sgconv never changes jax.config for you.")
+
+    # --- arrays --------------------------------------------------------------------
+
+    def is_native(self, x) -> bool:
+        # Tracers (inside jit/grad/vmap) are jax.Array instances too.
+        return isinstance(x, self._jax.Array)
+
+    def _convert(self, x, dtype):
+        x = np.asarray(x, dtype=dtype)
+        if x.dtype in (np.float64, np.complex128) and not self.x64_enabled():
+            raise self._refuse_64(f"a NumPy array of shape {x.shape}")
+        return self._jnp.asarray(x)
+
+    def asarray(self, x, dtype: str | None = None, like=None):
+        """As Backend.asarray; NumPy input with a target ``dtype`` is cast in NumPy first.
+
+        So ``asarray(float64_numpy, dtype='float32')`` works with 64-bit mode off (the
+        caller asked for float32), while ``asarray(float64_numpy)`` raises TypeError.
+        """
+        if dtype is not None and not self.is_native(x) and array_framework(x) in (None, "numpy"):
+            arr = np.asarray(x)
+            if arr.dtype.kind in "fiub":
+                x = arr.astype(self._np_dtype(dtype), copy=False)
+        return super().asarray(x, dtype=dtype, like=like)
+
+    def _np_dtype(self, dtype: str):
+        if dtype == "float64" and not self.x64_enabled():
+            raise self._refuse_64("the requested dtype")
+        return self._jnp.dtype(dtype)                              # knows bfloat16 (ml_dtypes)
+
+    def _is_tracer(self, x) -> bool:
+        return isinstance(x, self._jax.core.Tracer)
+
+    def to_device_of(self, x, like):
+        """x on ``like``'s devices (eager arrays only; under jit, XLA places values)."""
+        if self._is_tracer(x) or self._is_tracer(like) or not self.is_native(like):
+            return x
+        if x.devices() != like.devices():
+            x = self._jax.device_put(x, like.sharding)
+        return x
+
+    def to_numpy(self, x) -> np.ndarray:
+        if self._is_tracer(x):
+            raise TypeError("cannot convert a traced JAX array to NumPy inside jax.jit/grad/vmap; "
+                            "convert the result after the transformed function returns")
+        return np.asarray(self._jax.device_get(x))
+
+    def dtype_name(self, x) -> str:
+        return self._jnp.dtype(x.dtype).name
+
+    def cast(self, x, dtype: str):
+        if self.dtype_name(x) == dtype:
+            return x
+        return x.astype(self._np_dtype(dtype))
+
+    def zeros(self, shape, dtype: str, like=None):
+        out = self._jnp.zeros(shape, dtype=self._np_dtype(dtype))
+        return out if like is None else self.to_device_of(out, like)
+
+    # --- the operations the generic math needs -----------------------------------------
+
+    def next_fast_len(self, n: int) -> int:
+        return next_fast_len(n)
+
+    def rfft(self, x, n: int):
+        return self._jnp.fft.rfft(x, n=n, axis=-1)
+
+    def irfft(self, x, n: int):
+        return self._jnp.fft.irfft(x, n=n, axis=-1)
+
+    def take(self, x, index):
+        # The upsampling gather: indices are static, in range and non-decreasing.
+        index = np.asarray(index, dtype=np.int32)
+        return self._jnp.take(x, index, axis=-1, mode="clip",
+                              indices_are_sorted=True)
+
+    def concat(self, arrays, axis: int = -1):
+        return self._jnp.concatenate(arrays, axis=axis)
+
+    def pad_last(self, x, before: int, after: int):
+        return self._jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(before, after)])
+
+    def flip_last(self, x):
+        return self._jnp.flip(x, axis=-1)
+
+    def sqrt(self, x):
+        return self._jnp.sqrt(x)
+
+    def erf(self, x):
+        return self._jax.scipy.special.erf(x)
+
+    def exp(self, x):
+        return self._jnp.exp(x)
+
+    def log(self, x):
+        return self._jnp.log(x)
+
+    def stop_gradient(self, x):
+        return self._jax.lax.stop_gradient(x)
+
+    def prng_key(self, rng, what: str = "dropout"):
+        """A JAX PRNG key from a key (new-style typed or legacy uint32) or a Python int seed."""
+        jax = self._jax
+        if rng is None:
+            raise ValueError(f"{what} needs an explicit JAX random key: pass key="
+                             f"jax.random.key(0) (split a fresh one for every step), or turn "
+                             f"{what} off for evaluation (dropout=0.0 / deterministic=True)")
+        if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+            return jax.random.key(int(rng))
+        if isinstance(rng, jax.Array):
+            if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+                if rng.shape != ():
+                    raise ValueError(f"{what} expects a single key, got a key array of shape "
+                                     f"{rng.shape}; split it outside, or vmap over it")
+                return rng
+            if rng.dtype == self._jnp.uint32 and rng.ndim == 1:
+                return jax.random.wrap_key_data(rng)               # legacy jax.random.PRNGKey
+        raise TypeError(f"{what} expects a JAX random key (jax.random.key(seed) or "
+                        f"jax.random.PRNGKey(seed)) or an int seed, got {type(rng).__name__}"
+                        + (f" of dtype {rng.dtype} and shape {rng.shape}"
+                           if hasattr(rng, "dtype") else ""))
+
+    def dropout(self, x, rate: float, rng):
+        """Inverted dropout with an explicit key: keep with probability 1-rate, scale by 1/(1-rate)."""
+        key = self.prng_key(rng)
+        keep = self._jax.random.bernoulli(key, 1.0 - rate, x.shape)
+        return self._jnp.where(keep, x / (1.0 - rate), self._jnp.zeros((), x.dtype))
+
+    # --- fast paths ----------------------------------------------------------------
+
+    def gelu(self, x):
+        """Exact (erf) GELU, XLA's fused form."""
+        return self._jax.nn.gelu(x, approximate=False)

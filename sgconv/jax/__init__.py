@@ -1,0 +1,39 @@
+"""SGConv for JAX: pure functions over a parameter pytree, and a layer that is a pytree.
+
+::
+
+    import jax, jax.numpy as jnp, sgconv, sgconv.jax as sgj
+    config = sgconv.SGConvConfig(d_model=64, l_max=4096)
+    params = sgj.init(jax.random.key(0), config)             # sgconv.Params, a pytree
+    u = jnp.ones((2, 64, 4096))                               # (B, H, L)
+    y = sgj.apply(params, u)                                  # (B, H, L)
+    grads = jax.grad(lambda p: sgj.apply(p, u).sum())(params)
+
+- :func:`init` (key or int seed, config) -> :class:`sgconv.Params` of JAX arrays;
+  :func:`kernel` (params, L) -> (C', H, L); :func:`apply` (params, u, ...) -> the layer.
+- :class:`SGConv`: a callable layer object that is itself a pytree.
+- :func:`trainable`: the mask of trained leaves (False for the state m and Z).
+- :func:`as_jax_params`: parameters of any backend (``from_state_dict``, ``load``) as JAX.
+
+The configuration is static (pytree metadata), everything works under ``jit``, ``grad``,
+``vmap`` and ``value_and_grad``, and calls at the same shapes reuse one compiled program.
+Precision follows JAX's setting, which sgconv never changes: float32, or float64 when the
+user enabled 64-bit mode; float16/bfloat16 inputs are computed in float32.
+Importing this module imports JAX (``import sgconv`` alone does not).
+"""
+
+from __future__ import annotations
+
+from ..backends._base import BackendUnavailableError
+
+try:
+    import jax as _jax  # noqa: F401
+except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
+    raise BackendUnavailableError(
+        f"sgconv.jax needs JAX, which could not be imported ({_exc}); install it with: "
+        f"pip install 'sgconv[jax]'") from _exc
+
+from ._functional import apply, as_jax_params, init, kernel, trainable  # noqa: E402
+from ._layer import SGConv  # noqa: E402
+
+__all__ = ["init", "kernel", "apply", "trainable", "as_jax_params", "SGConv"]
