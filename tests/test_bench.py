@@ -1,0 +1,153 @@
+"""The benchmark suite stays runnable: asv.conf.json is valid, every module imports, the
+helpers' oracle is right, and numpy_floor.py runs.  (No timing is asserted here: speed is
+asv's job, and CI runs every benchmark once with ``asv run -E existing --quick``.)
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.path.join(REPO, "asv_benchmarks")
+
+
+def _load_conf() -> dict:
+    """asv.conf.json with asv's own reader when installed, else JSON minus // comments."""
+    path = os.path.join(REPO, "asv.conf.json")
+    try:
+        from asv.config import Config
+    except ImportError:
+        text = "\n".join(line for line in open(path) if not line.lstrip().startswith("//"))
+        return json.loads(text)
+    return vars(Config.load(path))
+
+
+def test_asv_config():
+    conf = _load_conf()
+    assert conf["benchmark_dir"] == "asv_benchmarks"
+    assert os.path.isdir(BENCH_DIR)
+    assert conf["repo"] == "."
+    assert conf["environment_type"] == "virtualenv"
+    # torch pinned to the CPU wheel: an unpinned torch pulls a multi-GB CUDA build
+    assert conf["matrix"]["req"]["torch"] == ["2.13.0"]
+
+
+def _modules():
+    names = sorted(os.path.splitext(os.path.basename(p))[0]
+                   for p in glob.glob(os.path.join(BENCH_DIR, "*.py")))
+    return [n for n in names if n != "__init__"]
+
+
+@pytest.mark.parametrize("name", _modules())
+def test_every_benchmark_module_imports(name):
+    """asv imports every module of benchmark_dir while discovering; none may fail or run."""
+    source = open(os.path.join(BENCH_DIR, name + ".py")).read()
+    needs = [fw for fw in ("torch", "jax", "cupy")
+             if re.search(rf"^(import|from) {fw}\b", source, re.M)]
+    for fw in needs:
+        pytest.importorskip(fw)
+    importlib.import_module(f"asv_benchmarks.{name}")
+
+
+def _benchmark_names(module):
+    for cls_name, cls in vars(module).items():
+        if isinstance(cls, type) and not cls_name.startswith("_"):
+            for attr in vars(cls):
+                if re.match(r"(time|peakmem|track|mem)_", attr):
+                    yield f"{cls_name}.{attr}"
+
+
+def test_own_modules_define_benchmarks():
+    expected = {
+        "bench_ops": ["KernelConstruction.time_kernel", "Convolution.time_conv",
+                      "Layer.time_forward", "LayerMemory.peakmem_forward",
+                      "LayerBackward.time_forward_backward",
+                      "ParameterCount.track_kernel_parameters",
+                      "Accuracy.track_max_relative_error"],
+        "bench_baselines": ["DirectConvolution.time_direct", "FFTConvolve.time_fftconvolve",
+                            "ScipyFFTFloor.time_floor", "TorchStraightforward.time_forward"],
+        "numpy_floor": ["NumpyConvFloor.time_sgconv_conv", "NumpyConvFloor.time_floor",
+                        "NumpyConvFloor.track_ratio_to_floor"],
+    }
+    for module_name, names in expected.items():
+        module = importlib.import_module(f"asv_benchmarks.{module_name}")
+        found = set(_benchmark_names(module))
+        assert set(names) <= found, (module_name, sorted(set(names) - found))
+
+
+def test_fft_oracle_matches_the_reference_direct_sums():
+    """The float64 FFT oracle used above L=4096 agrees with reference.layer's direct sums."""
+    from asv_benchmarks import common
+
+    for length in (1, 257, 1000):
+        config = common.layer_config(length, d_model=5)
+        state = common.reference_state(config, "float64")
+        u = common.random_input(2, 5, length)
+        direct = common.reference().layer(state, u)
+        # float64 FFT of length 2L: error ~ eps64 * log2(2L) relative to the output's scale
+        tol = 16 * np.finfo(np.float64).eps * max(np.log2(2 * length), 1)
+        assert common.max_relative_error(common.fft_oracle_layer(state, u), direct) <= tol
+    # and the comparison can fail: a wrong skip weight D is caught
+    wrong = dict(state, D=state["D"] * 0.5)
+    assert common.max_relative_error(common.fft_oracle_layer(wrong, u), direct) > 1e-3
+
+
+def test_oracle_choice_by_length():
+    from asv_benchmarks import common
+
+    small = common.random_input(1, 2, common.DIRECT_MAX_LENGTH)
+    big = common.random_input(1, 2, common.DIRECT_MAX_LENGTH + 1)
+    for u, method in ((small, "direct"), (big, "FFT")):
+        state = common.reference_state(common.layer_config(u.shape[-1], d_model=2), "float32")
+        assert method in common.oracle_layer(state, u)[1]
+
+
+def test_unavailable_backend_is_a_skip():
+    from asv_benchmarks import common
+
+    with pytest.raises(NotImplementedError):
+        common.require_backend("no-such-backend")
+
+
+def test_numpy_floor_script_runs():
+    proc = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "numpy_floor.py"),
+                           "--batch", "2", "--d-model", "3", "--length", "500", "--repeat", "2"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.returncode == 0, proc.stderr
+    ratio = re.search(r"ratio sgconv\.conv / floor = ([\d.]+)", proc.stdout)
+    assert ratio and float(ratio.group(1)) > 0
+    err = re.search(r"max \|sgconv\.conv - floor\| / max \|floor\| = (\S+)", proc.stdout)
+    # both sides compute the same float32 convolution: they agree to float32 rounding
+    assert float(err.group(1)) <= 8 * np.finfo(np.float32).eps * np.log2(1024)
+
+
+def test_numpy_floor_sides_compute_the_same_convolution():
+    from asv_benchmarks.numpy_floor import Case
+
+    case = Case(batch=2, d_model=3, length=300)
+    reference = case.floor()                                   # (B, H, L)
+    n = case.n
+    scale = np.max(np.abs(reference))
+    tol = 8 * np.finfo(np.float32).eps * np.log2(n) * scale
+    for variant in Case.VARIANTS:
+        out = np.asarray(getattr(case, variant)())
+        if variant == "transforms_only":
+            assert out.shape == (2, 3, n)
+            continue
+        out = out.reshape(2, 3, 300)
+        assert np.max(np.abs(out - reference)) <= tol, variant
+    # the floor is a causal linear convolution: against numpy's direct convolution
+    direct = np.stack([[np.convolve(case.u[b, h].astype(np.float64),
+                                    case.k[0, h].astype(np.float64))[:300]
+                        for h in range(3)] for b in range(2)])
+    assert np.max(np.abs(reference - direct)) <= tol
