@@ -169,7 +169,7 @@ def to_numpy(x, *, copy: bool | None = False) -> np.ndarray:
 # --- CuPy ------------------------------------------------------------------------------------
 
 def _cupy():
-    """The cupy module once a GPU answers, else BackendUnavailableError with the backend's reason."""
+    """The cupy module once a GPU answers, else BackendUnavailableError giving the reason."""
     from ._switch import backend
     return backend("cupy").cupy
 
@@ -217,8 +217,9 @@ def to_torch(x, *, copy: bool | None = False, device=None):
     here = torch.device("cpu") if source[0] == "cpu" else torch.device(source[0], source[1])
     target = here if device is None else torch.device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"cannot make a torch tensor on {target}: this PyTorch ({torch.__version__}) "
-                         f"has no usable CUDA; pass device='cpu' with copy=None to copy to host")
+        raise ValueError(f"cannot make a torch tensor on {target}: this PyTorch "
+                         f"({torch.__version__}) has no usable CUDA; pass device='cpu' with "
+                         f"copy=None to copy to host")
     if target.type == "cuda" and target.index is None:
         target = torch.device("cuda", torch.cuda.current_device())
     if target == here:
@@ -279,13 +280,13 @@ def to_jax(x, *, copy: bool | None = False, device=None):
     _check_copy(copy)
     owner = _check_array(x)
     jax = _import("jax")
-    jnp, dlpack = _import("jax.numpy"), _import("jax.dlpack")
+    dlpack = _import("jax.dlpack")
     source = device_of(x)
     here = _jax_device_for(jax, source)
     target = device if device is not None else (here or jax.devices()[0])
     if here is not None and target == here:
         if owner == "jax":
-            return jnp.array(x, copy=True) if copy else x
+            return jax.device_put(x, target, may_alias=False) if copy else x
         try:
             out = dlpack.from_dlpack(x)
         except BufferError as exc:                                 # e.g. a read-only NumPy array
@@ -296,7 +297,7 @@ def to_jax(x, *, copy: bool | None = False, device=None):
         _kept_dtype(out, x, owner)
         src, dst = _data_ptr(x, owner), _data_ptr(out, "jax")
         if src is not None and src == dst:                         # JAX adopted the buffer
-            return jnp.array(out, copy=True) if copy else out
+            return jax.device_put(out, target, may_alias=False) if copy else out
         if copy is False and _size(x) > 0:
             _verify_shared(out, "jax", x, owner)                   # raises CopyRequiredError
         return out                                                 # JAX already made a copy

@@ -1,7 +1,9 @@
 """CuPy backend: the generic SGConv math on NVIDIA GPUs, with cuFFT for the transforms.
 
 Arrays are ``cupy.ndarray`` and results stay on the device of the input.  New arrays are
-made on CuPy's current device (``with cupy.cuda.Device(1): ...`` picks another).
+made on CuPy's current device, where CuPy also launches its kernels: with several GPUs,
+call sgconv inside ``with cupy.cuda.Device(k):`` for inputs on device k (parameters on
+another device are copied there).
 
 FFTs go through :mod:`cupyx.scipy.fft` (real transforms R2C/C2R), at even 2,3,5,7-smooth
 lengths (:meth:`CupyBackend.next_fast_len`).  float32 runs in cuFFT's single precision,
