@@ -29,6 +29,9 @@ fused path becomes the CuPy backend's default.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import numpy as np
 
 try:
@@ -63,14 +66,38 @@ class Case:
         return out
 
 
+#: A folder where the parameters of each L are kept between processes (gpu_check.py sets
+#: it for its worker processes): sgconv.init at l_max = 2^20 takes tens of seconds on a CPU.
+CACHE_ENV = "SGCONV_GPU_BENCH_CACHE"
+
+
+@functools.lru_cache(maxsize=1)                                     # about 1 GB at L = 2^20
 def _host_arrays(L: int):
-    """(config, parameter arrays by name, u (B, H, L)) as float32 NumPy arrays, from SEED."""
+    """(config, parameter arrays by name, u (B, H, L)) as float32 NumPy arrays, from SEED.
+
+    u repeats one random block of 4096 samples along L: an FFT convolution's time does not
+    depend on the values, and drawing 2^28 normals would take longer than the benchmark.
+    Cached for the last L (read only): the conv and layer cases of one L share them.
+    """
     cfg = sgconv.SGConvConfig(d_model=SIZES["H"], l_max=L, channels=SIZES["C"],
                               kernel_dim=SIZES["kernel_dim"])
-    params = sgconv.init(cfg, seed=SEED, dtype="float32", backend="numpy")
-    u = np.random.default_rng(SEED + 1).standard_normal((SIZES["B"], SIZES["H"], L),
-                                                        dtype=np.float32)
-    return cfg, params.arrays(), u
+    folder = os.environ.get(CACHE_ENV)
+    path = os.path.join(folder, f"params_L{L}.npz") if folder else None
+    if path and os.path.exists(path):
+        params = sgconv.load(path, backend="numpy")               # the same arrays, with Z
+    else:
+        params = sgconv.init(cfg, seed=SEED, dtype="float32", backend="numpy")
+        if path:
+            partial = f"{path}.{os.getpid()}.npz"
+            sgconv.save(partial, params)
+            os.replace(partial, path)
+    if params.config != cfg:
+        raise RuntimeError(f"cached parameters at {path} are for {params.config}, not {cfg}")
+    B, H = SIZES["B"], SIZES["H"]
+    block = np.random.default_rng(SEED + 1).standard_normal((B, H, min(L, 4096)),
+                                                            dtype=np.float32)
+    u = np.tile(block, (1, 1, -(-L // block.shape[-1])))[..., :L]  # (B, H, L)
+    return cfg, params.arrays(), np.ascontiguousarray(u)
 
 
 def _move(arrays: dict, put):
@@ -80,20 +107,20 @@ def _move(arrays: dict, put):
             for name, value in arrays.items()}
 
 
-def _functions(bk, cfg, L: int, what: str):
-    """The operator as a function of arrays: (fn, which argument tuple to pass)."""
+def _functions(bk, cfg, what: str):
+    """The operator as a function of device arrays: conv(u, k, D) or layer(arrays, u)."""
     if what == "conv":
         def conv(u, k, D):
             return _ops.conv(bk, u, k, D, False)                  # (B, C, H, L)
         return conv
-    if what == "layer":
-        def layer(arrays, u):
-            return _ops.layer(bk, cfg, arrays, u)                 # (B, H, L)
-        return layer
-    raise ValueError(f"what must be 'conv' or 'layer', got {what!r}")
+
+    def layer(arrays, u):
+        return _ops.layer(bk, cfg, arrays, u)                     # (B, H, L)
+    return layer
 
 
 def _args(bk, cfg, arrays, u, L: int, what: str):
+    """The arguments of :func:`_functions`'s function; conv's kernel (C, H, L) is built here."""
     if what == "conv":
         k = _ops.kernel(bk, cfg, arrays["kernels"], arrays["multiplier"], arrays["kernel_norm"],
                         arrays["decay"], length=L, pad=False)     # (C, H, L)
@@ -105,36 +132,45 @@ def prepare(backend: str, L: int, what: str) -> Case:
     """A warmed-up :class:`Case` for ``backend`` (one of BACKENDS) at length L.
 
     what: 'conv' (the convolution with D, from the time-domain kernel) or 'layer' (the
-    whole forward pass).  Raises NotImplementedError saying why when it cannot run here.
+    whole forward pass).  Raises NotImplementedError saying why when it cannot run here,
+    before any array is made (so that a machine without a GPU skips at once).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown GPU benchmark backend {backend!r}; expected one of {BACKENDS}")
-    cfg, host, u_host = _host_arrays(L)
+    if what not in ("conv", "layer"):
+        raise ValueError(f"what must be 'conv' or 'layer', got {what!r}")
     if backend.startswith("cupy"):
-        case = _prepare_cupy(backend, cfg, host, u_host, L, what)
+        build = _cupy(backend)
     elif backend == "torch-cuda":
-        case = _prepare_torch(cfg, host, u_host, L, what)
+        build = _torch()
     else:
-        case = _prepare_jax(cfg, host, u_host, L, what)
+        build = _jax()
+    case = build(*_host_arrays(L), L, what)
     case()                                                         # warm up: plans, kernels, jit
     case()
     return case
 
 
-def _prepare_cupy(backend, cfg, host, u_host, L, what) -> Case:
+def _cupy(backend):
+    """A builder of CuPy cases, or NotImplementedError without a usable GPU."""
     from sgconv.backends.cupy import CupyBackend
     bk = CupyBackend(fused=_CUPY_FUSED[backend])                   # its own object, not the switch
     reason = bk.unavailable_reason()
     if reason is not None:
         raise NotImplementedError(reason)
     cp = bk.cupy
-    arrays = _move(host, cp.asarray)
-    args = _args(bk, cfg, arrays, cp.asarray(u_host), L, what)
-    fn = _functions(bk, cfg, L, what)
-    return Case(lambda: fn(*args), lambda out: bk.synchronize(), bk.device_description())
+
+    def build(cfg, host, u_host, L, what) -> Case:
+        arrays = _move(host, cp.asarray)
+        args = _args(bk, cfg, arrays, cp.asarray(u_host), L, what)
+        fn = _functions(bk, cfg, what)
+        return Case(lambda: fn(*args), lambda out: bk.synchronize(), bk.device_description())
+
+    return build
 
 
-def _prepare_torch(cfg, host, u_host, L, what) -> Case:
+def _torch():
+    """A builder of torch CUDA cases, or NotImplementedError without CUDA."""
     try:
         bk = sgconv.backend("torch")
     except (ImportError, ValueError) as exc:
@@ -143,21 +179,26 @@ def _prepare_torch(cfg, host, u_host, L, what) -> Case:
     if not torch.cuda.is_available():
         raise NotImplementedError(f"PyTorch {torch.__version__} sees no CUDA device")
     device = torch.device("cuda", 0)
-    arrays = _move(host, lambda x: torch.as_tensor(x, device=device))
-    u = torch.as_tensor(u_host, device=device)
-    with torch.no_grad():
-        args = _args(bk, cfg, arrays, u, L, what)
-    fn = _functions(bk, cfg, L, what)
 
-    def run():
+    def build(cfg, host, u_host, L, what) -> Case:
+        arrays = _move(host, lambda x: torch.as_tensor(x, device=device))
+        u = torch.as_tensor(u_host, device=device)
         with torch.no_grad():
-            return fn(*args)
+            args = _args(bk, cfg, arrays, u, L, what)
+        fn = _functions(bk, cfg, what)
 
-    name = torch.cuda.get_device_name(device)
-    return Case(run, lambda out: torch.cuda.synchronize(device), f"{device} ({name})")
+        def run():
+            with torch.no_grad():
+                return fn(*args)
+
+        name = torch.cuda.get_device_name(device)
+        return Case(run, lambda out: torch.cuda.synchronize(device), f"{device} ({name})")
+
+    return build
 
 
-def _prepare_jax(cfg, host, u_host, L, what) -> Case:
+def _jax():
+    """A builder of jitted JAX GPU cases, or NotImplementedError without a JAX GPU."""
     try:
         bk = sgconv.backend("jax")
     except (ImportError, ValueError) as exc:
@@ -167,11 +208,15 @@ def _prepare_jax(cfg, host, u_host, L, what) -> Case:
         gpu = jax.devices("gpu")[0]
     except RuntimeError as exc:
         raise NotImplementedError(f"JAX {jax.__version__} has no GPU backend ({exc})") from None
-    arrays = _move(host, lambda x: jax.device_put(x, gpu))
-    u = jax.device_put(u_host, gpu)
-    args = _args(bk, cfg, arrays, u, L, what)
-    jitted = jax.jit(_functions(bk, cfg, L, what))
-    return Case(lambda: jitted(*args), lambda out: out.block_until_ready(), str(gpu))
+
+    def build(cfg, host, u_host, L, what) -> Case:
+        arrays = _move(host, lambda x: jax.device_put(x, gpu))
+        u = jax.device_put(u_host, gpu)
+        args = _args(bk, cfg, arrays, u, L, what)
+        jitted = jax.jit(_functions(bk, cfg, what))
+        return Case(lambda: jitted(*args), lambda out: out.block_until_ready(), str(gpu))
+
+    return build
 
 
 class _GPUBench:

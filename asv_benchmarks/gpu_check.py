@@ -33,9 +33,11 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -158,8 +160,8 @@ def worker(backend: str, lengths: list) -> None:
     sys.path.insert(0, HERE)
     import bench_gpu
     results = []
-    for what in ("conv", "layer"):
-        for L in lengths:
+    for L in lengths:                                              # L outer: host arrays reused
+        for what in ("conv", "layer"):
             row = dict(backend=backend, what=what, L=L)
             try:
                 case = bench_gpu.prepare(backend, L, what)
@@ -195,28 +197,39 @@ def bench(log: Log, lengths: list, backends: list, timeout: int) -> list:
         f"H={bench_gpu.SIZES['H']}, C={bench_gpu.SIZES['C']}, d={bench_gpu.SIZES['kernel_dim']}, "
         f"float32 ==")
     rows = []
-    for backend in backends:
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", backend,
-               "--lengths", ",".join(map(str, lengths))]
-        try:
-            res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT,
-                                 timeout=timeout)
-            got = _result(res.stdout)
-            if got is None:
-                log(f"  {backend}: worker failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
-                got = [dict(backend=backend, what=w, L=L, error=f"worker exit {res.returncode}")
-                       for w in ("conv", "layer") for L in lengths]
-            else:
-                for line in res.stderr.strip().splitlines()[-2 * len(lengths):]:
-                    log("  " + line.strip())
-        except subprocess.TimeoutExpired:
-            log(f"  {backend}: worker timed out after {timeout} s")
-            got = [dict(backend=backend, what=w, L=L, error="timed out")
-                   for w in ("conv", "layer") for L in lengths]
-        rows.extend(got)
+    cache = tempfile.mkdtemp(prefix="sgconv_gpu_bench_")           # parameters, shared by workers
+    env = {**_env(), bench_gpu.CACHE_ENV: cache}
+    try:
+        for backend in backends:
+            rows.extend(_bench_backend(log, backend, lengths, env, timeout))
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
     log.save("gpu_bench.json", json.dumps(rows, indent=1))
     table(log, rows, backends, lengths)
     return rows
+
+
+def _bench_backend(log: Log, backend: str, lengths: list, env: dict, timeout: int) -> list:
+    """Run one backend's cases in a worker subprocess; its rows (errors as rows too)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", backend,
+           "--lengths", ",".join(map(str, lengths))]
+    start = time.perf_counter()
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT,
+                             timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log(f"  {backend}: worker timed out after {timeout} s")
+        return [dict(backend=backend, what=w, L=L, error="timed out")
+                for w in ("conv", "layer") for L in lengths]
+    got = _result(res.stdout)
+    if got is None:
+        log(f"  {backend}: worker failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
+        return [dict(backend=backend, what=w, L=L, error=f"worker exit {res.returncode}")
+                for w in ("conv", "layer") for L in lengths]
+    for line in res.stderr.strip().splitlines()[-2 * len(lengths):]:
+        log("  " + line.strip())
+    log(f"  ({backend}: {time.perf_counter() - start:.0f} s with setup)")
+    return got
 
 
 def table(log: Log, rows: list, backends: list, lengths: list) -> None:
@@ -273,6 +286,8 @@ def main(argv=None) -> int:
                         help="benchmark only these (comma-separated; default: all of bench_gpu)")
     parser.add_argument("--timeout", type=int, default=300,
                         help="seconds allowed per pytest run and per benchmark backend")
+    parser.add_argument("--conformance-backends", default=",".join(CONFORMANCE_BACKENDS),
+                        help="which backends' conformance to run (default: cupy,torch,jax)")
     parser.add_argument("--conformance-args", default="",
                         help="extra arguments for each conformance run, e.g. a device option")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -298,7 +313,7 @@ def main(argv=None) -> int:
     if "conformance" in steps:
         if not os.path.isdir(os.path.join(ROOT, "conformance")):
             log("== conformance: no conformance/ folder in this checkout ==")
-        for name in CONFORMANCE_BACKENDS:
+        for name in [b.strip() for b in args.conformance_backends.split(",") if b.strip()]:
             row = backends_info.get(name, {})
             if not row.get("usable"):
                 log(f"== conformance {name}: skipped, {row.get('reason', 'unknown backend')} ==")
