@@ -1,0 +1,1 @@
+"""Meta-tests: the conformance suite must fail on deliberately broken backends."""
