@@ -196,11 +196,14 @@ class CupyBackend(Backend):
     def device_description(self) -> str:
         cp = self.cupy
         dev = cp.cuda.Device()
-        props = cp.cuda.runtime.getDeviceProperties(dev.id)
+        fused = ",".join(sorted(self._fused)) or "none"
+        try:
+            props = cp.cuda.runtime.getDeviceProperties(dev.id)
+        except Exception as exc:  # informational only: never let a report fail on it
+            return f"cuda:{dev.id} (properties unavailable: {exc}; fused: {fused})"
         name = props.get("name", b"?")
         name = name.decode() if isinstance(name, bytes) else str(name)
         gib = props.get("totalGlobalMem", 0) / 2 ** 30
-        fused = ",".join(sorted(self._fused)) or "none"
         return f"cuda:{dev.id} ({name}, {gib:.0f} GiB; fused: {fused})"
 
     # --- arrays --------------------------------------------------------------------------
