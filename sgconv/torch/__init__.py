@@ -1,0 +1,35 @@
+"""SGConv for PyTorch: a drop-in ``nn.Module`` for the authors' released layer, and functions.
+
+::
+
+    import torch
+    from sgconv.torch import SGConv
+    layer = SGConv(d_model=256, l_max=16384)              # kernel_dim=64, channels=1, ...
+    y = layer(torch.randn(8, 256, 16384))                 # (B, H, L) -> (B, H, L)
+    layer.load_state_dict(released_state_dict)            # the released module's keys
+
+- :class:`SGConv`: the layer (same parameter names and shapes as the released module,
+  Z computed at construction, side-effect-free forward, ``torch.compile(fullgraph=True)``,
+  float16/bfloat16 inputs computed in float32, cached kernel spectrum in evaluation).
+- :class:`GConv`: the released module's name, positional arguments and return value
+  (``y, _ = layer(u)``; ``y, k = layer(u, return_kernel=True)``), built on :class:`SGConv`.
+- :mod:`sgconv.torch.functional`: ``kernel``, ``conv`` and ``layer`` as functions of tensors.
+
+Importing this module imports PyTorch (``import sgconv`` alone does not).
+"""
+
+from __future__ import annotations
+
+from ..backends._base import BackendUnavailableError
+
+try:
+    import torch as _torch  # noqa: F401
+except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
+    raise BackendUnavailableError(
+        f"sgconv.torch needs PyTorch, which could not be imported ({_exc}); install it with: "
+        f"pip install 'sgconv[torch]'") from _exc
+
+from . import functional  # noqa: E402
+from ._module import GConv, SGConv  # noqa: E402
+
+__all__ = ["SGConv", "GConv", "functional"]

@@ -1,0 +1,404 @@
+"""``SGConv``, a torch.nn.Module, and ``GConv``, the released module's name and call convention."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import nn
+
+from .. import _ops
+from .._api import validate_input
+from .._config import SGConvConfig
+from .functional import _bk, _compute_dtype, _run
+
+__all__ = ["SGConv", "GConv"]
+
+_MODE_TOKENS = {"cat", "randn", "cos", "nearest", "learnable", "fixed"}
+
+
+def _parse_mode(mode) -> dict:
+    """The released module's ``mode`` string -> options.
+
+    It is read as underscore-separated words: 'cat' (required: the sub-kernels are
+    concatenated), 'randn' or 'cos' (initial sub-kernels), optionally 'nearest'
+    (interpolation), 'learnable' (trained decay exponent) and 'fixed' (with 'learnable':
+    the decay is not trained).  'cat_randn' is the released default.
+    """
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be a string such as 'cat_randn', got {mode!r}")
+    words = mode.split("_")
+    if "sum" in words:
+        raise ValueError(f"mode {mode!r}: the 'sum' variant (sub-kernels summed at lag 0) is "
+                         f"not supported; use a 'cat' mode such as 'cat_randn'")
+    unknown = [w for w in words if w not in _MODE_TOKENS]
+    if unknown or "cat" not in words or ("randn" in words) == ("cos" in words):
+        raise ValueError(f"mode {mode!r} is not understood: expected 'cat' and one of "
+                         f"'randn'/'cos', optionally with 'nearest', 'learnable' and 'fixed', "
+                         f"joined by '_' (e.g. 'cat_randn', 'cat_randn_nearest', "
+                         f"'cat_randn_learnable')" + (f"; unknown words {unknown}" if unknown else ""))
+    if "fixed" in words and "learnable" not in words:
+        raise ValueError(f"mode {mode!r}: 'fixed' only applies to the 'learnable' decay")
+    return {"init": "cos" if "cos" in words else "randn",
+            "interpolation": "nearest" if "nearest" in words else "linear",
+            "learnable_decay": "learnable" in words,
+            "train_decay": "learnable" in words and "fixed" not in words}
+
+
+def _require(name: str, value, allowed, why: str):
+    if value != allowed:
+        raise ValueError(f"{name}={value!r} is not supported by sgconv ({why}); "
+                         f"expected {name}={allowed!r}")
+
+
+class SGConv(nn.Module):
+    """SGConv layer (Li et al., arXiv 2210.09298), a drop-in for the authors' ``GConv``.
+
+        u (B, H, L) -> y = k * u + D u            (B, C, H, L)   long convolution by FFT
+                    -> GELU -> dropout -> Linear(C*H -> H)   (B, H, L)
+
+    with the kernel k = Cat(m^(N-1) Up_0(w_0), ..., Up_{N-1}(w_{N-1}))[..., :L] / Z built
+    from N short sub-kernels w_i (C', H, d) (shared/SPEC.md).  Input and output are
+    (B, H, L) when ``transposed`` (the released default), else (B, L, H); float16 and
+    bfloat16 inputs are computed in float32 and returned in their dtype (also under
+    autocast).
+
+    Parameters and buffers carry the released module's names and shapes, so its
+    state_dicts load strictly: ``D`` (C, H), ``kernel_list.{i}`` (C', H, d), ``multiplier``
+    (1, H, 1) (a 0-d 1.0 plus the parameter ``decay`` (H,) in 'learnable' mode),
+    ``kernel_norm`` (C', H, 1), ``kernel_norm_initialized`` (bool), ``output_linear.weight``
+    (H, C*H), ``output_linear.bias`` (H,).  Z is computed when the parameters are reset
+    (and when a checkpoint saved before its first forward call is loaded), never in
+    forward, which has no side effects and compiles with ``torch.compile(fullgraph=True)``.
+
+    Args (the released keywords where they exist):
+        d_model (H): width.  l_max: the longest sequence the kernel is built for.
+        channels (C): kernels per channel.  bidirectional: add an anti-causal half.
+        kernel_dim (d): sub-kernel length (64).  n_scales (N): default 1+ceil(log2(l_max/d)).
+        decay_min, decay_max: the multiplier m = linspace(decay_min, decay_max, H) (2, 2).
+        dropout: rate, applied in training mode.  transposed: (B, H, L) in and out.
+        activation: 'gelu' (exact) only.  mode: 'cat_randn' (default), with 'nearest',
+            'learnable', 'fixed' and 'cos' variants (see :func:`_parse_mode`).
+        block_size: FFT plan: None picks overlap-add blocks when L is well above the kernel
+            length (cost L log K), 0 forces one FFT, P > 0 blocks of P.
+        channel_chunk: convolve that many channels at a time (bounds the memory of very
+            long sequences; the kernel spectrum is then not cached).
+        device, dtype: where and in what dtype to create the parameters.
+        d_state, postact, hyper_act, verbose, shift, linear, init_scale, lr: the released
+            module's other keywords; d_state is ignored (it is ignored there too), ``verbose``
+            prints nothing (forward has no side effects), ``lr`` is stored as the
+            sub-kernels' ``_optim`` learning rate as the released module does, and any value
+            other than the default of the rest raises ValueError.
+
+    In evaluation, when no gradient of the kernel is needed (``torch.no_grad`` /
+    ``inference_mode``, or frozen parameters), the kernel's spectrum is cached per
+    (L, dtype, device) and rebuilt whenever a parameter changes (tensor version counters
+    and storage), so repeated calls only transform the input.
+    """
+
+    def __init__(self, d_model: int, l_max: int = 1, *, channels: int = 1,
+                 bidirectional: bool = False, kernel_dim: int = 64, n_scales: int | None = None,
+                 decay_min: float = 2.0, decay_max: float = 2.0, dropout: float = 0.0,
+                 transposed: bool = True, activation: str = "gelu", mode: str = "cat_randn",
+                 block_size: int | None = None, channel_chunk: int | None = None,
+                 device=None, dtype=None,
+                 d_state: int = 64, postact=None, hyper_act=None, verbose: bool = False,
+                 shift: bool = False, linear: bool = False, init_scale: int = 0,
+                 lr: float | None = None):
+        super().__init__()
+        _require("activation", activation, "gelu", "the layer's nonlinearity is the exact GELU")
+        _require("postact", postact, None, "no activation after the output linear")
+        _require("hyper_act", hyper_act, None, "no multiplicative hypernetwork branch")
+        _require("shift", shift, False, "no shift variant")
+        _require("linear", linear, False, "the layer always has GELU and the output linear")
+        _require("init_scale", init_scale, 0, "scales start at stretch 1, as in the paper")
+        if isinstance(d_state, bool) or not isinstance(d_state, numbers.Integral) or d_state < 1:
+            raise ValueError(f"d_state must be a positive int (it is accepted for compatibility "
+                             f"and ignored), got {d_state!r}")
+        if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a rate in [0, 1), got {dropout!r}")
+        for flag, value in (("transposed", transposed), ("verbose", verbose)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be a bool, got {value!r}")
+        if block_size is not None and (isinstance(block_size, bool) or
+                                       not isinstance(block_size, numbers.Integral) or
+                                       block_size < 0):
+            raise ValueError(f"block_size must be None, 0 or a positive int, got {block_size!r}")
+        if channel_chunk is not None and (isinstance(channel_chunk, bool) or
+                                          not isinstance(channel_chunk, numbers.Integral) or
+                                          channel_chunk < 1):
+            raise ValueError(f"channel_chunk must be None or an int >= 1, got {channel_chunk!r}")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or lr <= 0):
+            raise ValueError(f"lr must be None or a positive number, got {lr!r}")
+        options = _parse_mode(mode)
+        self.config = SGConvConfig(
+            d_model=d_model, l_max=l_max, channels=channels, kernel_dim=kernel_dim,
+            n_scales=n_scales, decay_min=decay_min, decay_max=decay_max,
+            bidirectional=bidirectional, interpolation=options["interpolation"],
+            learnable_decay=options["learnable_decay"])
+        cfg = self.config
+        self.d_model, self.l_max, self.channels = cfg.d_model, cfg.l_max, cfg.channels
+        self.bidirectional, self.transposed, self.mode = cfg.bidirectional, transposed, mode
+        self.dropout_rate = float(dropout)
+        self.block_size, self.channel_chunk = block_size, channel_chunk
+        self.verbose = verbose
+        self._init = options["init"]
+        factory = {"device": device, "dtype": dtype}
+        H, C, Cp, d = cfg.d_model, cfg.channels, cfg.kernel_rows, cfg.kernel_dim
+
+        # Registration order and draw order follow the released module.
+        self.D = nn.Parameter(torch.empty(C, H, **factory))                       # (C, H)
+        # skip_init: created without drawing, so that reset_parameters draws in order
+        self.output_linear = nn.utils.skip_init(                                  # (H, C*H)
+            nn.Linear, C * H, H, dtype=dtype,
+            device=device if device is not None else torch.empty(()).device)
+        self.kernel_list = nn.ParameterList(
+            nn.Parameter(torch.empty(Cp, H, d, **factory)) for _ in range(cfg.num_scales))
+        for w in self.kernel_list:
+            w._optim = {"lr": 0.001 if lr is None else float(lr)}  # read by S4-style optimisers
+        if cfg.learnable_decay:
+            self.decay = nn.Parameter(torch.empty(H, **factory),                  # (H,)
+                                      requires_grad=options["train_decay"])
+            if options["train_decay"]:
+                self.decay._optim = {"lr": 0.001 if lr is None else float(lr)}
+            self.register_buffer("multiplier", torch.ones((), **factory))         # ()
+        else:
+            self.decay = None
+            self.register_buffer("multiplier", torch.empty(1, H, 1, **factory))   # (1, H, 1)
+        self.register_buffer("kernel_norm", torch.empty(Cp, H, 1, **factory))     # (C', H, 1)
+        self.register_buffer("kernel_norm_initialized",
+                             torch.zeros((), dtype=torch.bool, device=device))
+        self._spectrum_cache = None
+        self._norm_pending = False
+        self.register_load_state_dict_post_hook(_finish_load)
+        self.reset_parameters()
+
+    # --- parameters ------------------------------------------------------------------
+
+    def reset_parameters(self) -> None:
+        """Fresh weights per SPEC, in the released module's draw order, then Z.
+
+        D ~ N(0, 1); output_linear as nn.Linear; each w_i ~ N(0, 1) (or the 'cos' init);
+        decay ~ U(decay_min, decay_max) in 'learnable' mode; m = linspace(decay_min,
+        decay_max, H).  So under the same ``torch.manual_seed`` a CPU float32 layer starts
+        from the released module's numbers.  Z = ||k_raw||_2 per row (computed in float64).
+        """
+        cfg = self.config
+        H = cfg.d_model
+        with torch.no_grad():
+            self.D.normal_()
+            self.output_linear.reset_parameters()
+            for w in self.kernel_list:
+                if self._init == "cos":
+                    # row h: cos over [0, 2 pi h'] at d points, for a random permutation h'
+                    grid = torch.linspace(0.0, 1.0, cfg.kernel_dim, dtype=torch.float64)
+                    rows = torch.cos(2 * math.pi * torch.arange(H, dtype=torch.float64)[:, None]
+                                     * grid)                               # (H, d)
+                    w.copy_(rows[torch.randperm(H)].expand_as(w))
+                else:
+                    w.normal_()
+            if self.decay is not None:
+                self.decay.copy_(torch.rand(H, dtype=self.decay.dtype, device=self.decay.device)
+                                 * (cfg.decay_max - cfg.decay_min) + cfg.decay_min)
+            else:
+                self.multiplier.copy_(torch.linspace(cfg.decay_min, cfg.decay_max, H,
+                                                     dtype=torch.float64).view(1, H, 1))
+            self.reset_kernel_norm()
+
+    def reset_kernel_norm(self) -> None:
+        """Z[c, h] = ||k_raw[c, h, :]||_2 from the current weights (float64), into kernel_norm.
+
+        Called by :meth:`reset_parameters` and when a checkpoint whose
+        ``kernel_norm_initialized`` is False is loaded.  Never called by forward.
+        """
+        cfg = self.config
+        bk = _bk()
+        with torch.no_grad():
+            kernels = tuple(w.detach().double() for w in self.kernel_list)
+            decay = None if self.decay is None else self.decay.detach().double()
+            multiplier = self.multiplier.detach().double().reshape(-1)
+            Z = _ops.normaliser(bk, cfg, kernels, multiplier, decay)      # (C', H)
+            self.kernel_norm.copy_(Z[..., None])
+            self.kernel_norm_initialized.fill_(True)
+
+    @classmethod
+    def from_params(cls, params, **kwargs) -> "SGConv":
+        """A module holding :class:`sgconv.Params` (any backend), e.g. from ``sgconv.init``.
+
+        kwargs: the module's other options (transposed, dropout, device, dtype, ...).
+        """
+        from .._params import Params, to_state_dict
+        if not isinstance(params, Params):
+            raise TypeError(f"from_params expects sgconv.Params, got {type(params).__name__}")
+        cfg = params.config
+        mode = "cat_randn" + ("_nearest" if cfg.interpolation == "nearest" else "") \
+            + ("_learnable" if cfg.learnable_decay else "")
+        module = cls(cfg.d_model, cfg.l_max, channels=cfg.channels,
+                     bidirectional=cfg.bidirectional, kernel_dim=cfg.kernel_dim,
+                     n_scales=cfg.num_scales, decay_min=cfg.decay_min, decay_max=cfg.decay_max,
+                     mode=mode, **kwargs)
+        bk = _bk()
+        src = params.backend
+        from .._switch import backend as get
+        to_np = get(src).to_numpy if src != "torch" else bk.to_numpy
+        state = {k: torch.as_tensor(to_np(v)) for k, v in to_state_dict(params).items()}
+        module.load_state_dict(state, strict=True)
+        return module
+
+    # --- forward ---------------------------------------------------------------------
+
+    def _arrays(self, cdtype, device) -> dict:
+        H = self.config.d_model
+        cast = lambda t: t.to(device=device, dtype=cdtype)  # noqa: E731
+        multiplier = self.multiplier.reshape(-1)
+        return {
+            "kernels": tuple(cast(w) for w in self.kernel_list),
+            "multiplier": cast(multiplier if multiplier.numel() == H else multiplier.expand(H)),
+            "kernel_norm": cast(self.kernel_norm.reshape(self.config.kernel_rows, H)),
+            "decay": None if self.decay is None else cast(self.decay),
+            "D": cast(self.D),
+            "out_weight": cast(self.output_linear.weight),
+            "out_bias": cast(self.output_linear.bias),
+        }
+
+    def _kernel_tensors(self):
+        out = [*self.kernel_list, self.multiplier, self.kernel_norm, self.D]
+        return out if self.decay is None else out + [self.decay]
+
+    def _cached_spectrum(self, arrays, L: int, cdtype, device):
+        """(plan, k_f) from the cache, or computed and stored; None when caching is off.
+
+        Caching is off under torch.compile and whenever autograd needs the kernel's
+        gradient.  The key holds every tensor the spectrum depends on by (storage address,
+        version counter): in-place updates (optimiser steps, load_state_dict) bump the
+        version, replaced tensors change the address, and the cache keeps the old tensors
+        alive so that an address cannot be reused while it is stored.
+        """
+        if self.channel_chunk is not None or torch.compiler.is_compiling():
+            return None
+        tensors = self._kernel_tensors()
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return None
+        key = (L, cdtype, device, self.block_size, torch.is_inference_mode_enabled(),
+               tuple((t.data_ptr(), t._version) for t in tensors))
+        cache = self._spectrum_cache
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        cfg = self.config
+        bk = _bk()
+        plan = _ops.plan_fft(bk, L, min(L, cfg.kernel_length), cfg.bidirectional, self.block_size)
+        k = _ops.kernel(bk, cfg, arrays["kernels"], arrays["multiplier"],
+                        arrays["kernel_norm"], arrays["decay"], length=L, pad=False)
+        spectrum = (plan, _ops.kernel_spectrum(bk, k, arrays["D"], plan, cfg.bidirectional))
+        self._spectrum_cache = (key, spectrum, tuple(t.detach() for t in tensors))
+        return spectrum
+
+    def forward(self, u: torch.Tensor, return_kernel: bool = False):
+        """The layer on u (B, H, L) (or (B, L, H) when not ``transposed``), same layout out.
+
+        Returns the output, or (output, k) with ``return_kernel``, k (C', H, L) the kernel.
+        """
+        bk = _bk()
+        u = validate_input(bk, u, self.config.d_model, self.transposed)
+        cdtype, device = _compute_dtype(u.dtype), u.device
+        L = u.shape[-1] if self.transposed else u.shape[1]
+        arrays = self._arrays(cdtype, device)
+        spectrum = self._cached_spectrum(arrays, L, cdtype, device)
+        return _run(bk, self.config, arrays, u, transposed=self.transposed,
+                    dropout=self.dropout_rate if self.training else 0.0, rng=None,
+                    block_size=self.block_size, channel_chunk=self.channel_chunk,
+                    return_kernel=return_kernel, spectrum=spectrum)
+
+    # --- housekeeping ------------------------------------------------------------------
+
+    def _apply(self, *args, **kwargs):
+        self._spectrum_cache = None           # .to(), .half(), .cuda(): drop the old device's
+        return super()._apply(*args, **kwargs)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        flag = state_dict.get(prefix + "kernel_norm_initialized")
+        # A released model saved before its first forward call never set Z; it is computed
+        # from the loaded weights once the sub-kernels are in (see _finish_load).
+        self._norm_pending = flag is not None and not bool(flag)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    @property
+    def d_output(self) -> int:
+        """The output width H (the released module's attribute)."""
+        return self.config.d_model
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        parts = [f"d_model={cfg.d_model}", f"l_max={cfg.l_max}", f"channels={cfg.channels}",
+                 f"kernel_dim={cfg.kernel_dim}", f"n_scales={cfg.num_scales}",
+                 f"kernel_length={cfg.kernel_length}"]
+        if cfg.bidirectional:
+            parts.append("bidirectional=True")
+        if (cfg.decay_min, cfg.decay_max) != (2.0, 2.0):
+            parts.append(f"decay=({cfg.decay_min}, {cfg.decay_max})")
+        if self.mode != "cat_randn":
+            parts.append(f"mode={self.mode!r}")
+        if not self.transposed:
+            parts.append("transposed=False")
+        if self.dropout_rate:
+            parts.append(f"dropout={self.dropout_rate}")
+        if self.block_size is not None:
+            parts.append(f"block_size={self.block_size}")
+        if self.channel_chunk is not None:
+            parts.append(f"channel_chunk={self.channel_chunk}")
+        return ", ".join(parts)
+
+
+def _finish_load(module: SGConv, incompatible_keys) -> None:
+    if module._norm_pending:
+        module._norm_pending = False
+        module.reset_kernel_norm()
+
+
+class GConv(SGConv):
+    """The released module's name, positional order and call convention, on :class:`SGConv`.
+
+    ``GConv(d_model, d_state=64, l_max=1, channels=1, bidirectional=False,
+    activation='gelu', postact=None, hyper_act=None, dropout=0.0, transposed=True,
+    verbose=False, shift=False, linear=False, mode='cat_randn', **kernel_args)`` with
+    kernel_args kernel_dim, n_scales, decay_min, decay_max, init_scale, lr (and this
+    package's block_size, channel_chunk, device, dtype).
+
+    ``y, _ = layer(u)``; ``y, k = layer(u, return_kernel=True)`` with k (C, H, L), or, when
+    bidirectional, (C, H, 2L) laid out as the released module returns it: the causal half
+    in [0, L) and the anti-causal half reversed in [L, 2L).
+    """
+
+    def __init__(self, d_model: int, d_state: int = 64, l_max: int = 1, channels: int = 1,
+                 bidirectional: bool = False, activation: str = "gelu", postact=None,
+                 hyper_act=None, dropout: float = 0.0, transposed: bool = True,
+                 verbose: bool = False, shift: bool = False, linear: bool = False,
+                 mode: str = "cat_randn", **kernel_args):
+        allowed = {"kernel_dim", "n_scales", "decay_min", "decay_max", "init_scale", "lr",
+                   "block_size", "channel_chunk", "device", "dtype"}
+        unknown = sorted(set(kernel_args) - allowed)
+        if unknown:
+            raise TypeError(f"GConv got unexpected keyword arguments {unknown}; it accepts the "
+                            f"released keywords and kernel_args {sorted(allowed)}")
+        super().__init__(d_model, l_max, channels=channels, bidirectional=bidirectional,
+                         dropout=dropout, transposed=transposed, activation=activation,
+                         mode=mode, d_state=d_state, postact=postact, hyper_act=hyper_act,
+                         verbose=verbose, shift=shift, linear=linear, **kernel_args)
+        self.h, self.n = self.config.d_model, d_state
+
+    def forward(self, u: torch.Tensor, return_kernel: bool = False):
+        """(y, None), or (y, k) with ``return_kernel``: the released module's return value."""
+        if not return_kernel:
+            return super().forward(u), None
+        y, k = super().forward(u, return_kernel=True)                  # k (C', H, L)
+        if self.config.bidirectional:
+            C = self.config.channels
+            k = torch.cat([k[:C], k[C:].flip(-1)], dim=-1)            # (C, H, 2L)
+        return y, k
+
+    @property
+    def d_state(self) -> int:
+        return self.h * self.n
