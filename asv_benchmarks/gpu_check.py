@@ -9,8 +9,10 @@ Steps (all by default, in this order):
    with each backend's version and device, or why it cannot run.
 2. ``tests``: ``pytest tests`` (the package's tests, the CuPy and interop GPU tests
    included; they skip with a reason where CuPy cannot run).
-3. ``conformance``: ``pytest conformance --backend NAME`` for cupy, torch and jax, each
-   that can run here (torch and jax report the device they run on in the header).
+3. ``conformance``: ``pytest conformance --backend NAME`` for cupy, torch_cuda (the torch
+   backend with its inputs on CUDA, from ``gpu_plugins/sgconv_torch_cuda.py``) and jax
+   (on JAX's default device: the GPU where JAX has one), each that can run here; the
+   header shows each one's device.
 4. ``bench``: the cases of ``asv_benchmarks/bench_gpu.py`` (conv and layer forward, every
    GPU backend, each L), each backend in its own subprocess so that one framework's
    memory pool cannot starve another's; then a table of times with the ratios that
@@ -42,14 +44,18 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+PLUGINS = os.path.join(HERE, "gpu_plugins")                       # sgconv_torch_cuda lives here
 STEPS = ("header", "tests", "conformance", "bench")
-CONFORMANCE_BACKENDS = ("cupy", "torch", "jax")
+#: torch_cuda: the torch backend with its inputs on CUDA (gpu_plugins/sgconv_torch_cuda.py);
+#: jax runs on JAX's default device, the GPU where JAX has one.
+CONFORMANCE_BACKENDS = ("cupy", "torch_cuda", "jax")
+_PLUGIN_OF = {"torch_cuda": "sgconv_torch_cuda"}
 _MARK = "GPU_CHECK_RESULT "
 
 
 def _env() -> dict:
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, PLUGINS, env.get("PYTHONPATH")) if p)
     env.pop("SGCONV_BACKEND", None)
     return env
 
@@ -86,6 +92,7 @@ def header(log: Log) -> dict:
         log(f"nvidia-smi unavailable: {exc}")
     log(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs")
     code = ("import json, sgconv\n"
+            "import sgconv_torch_cuda  # registers 'torch_cuda'\n"
             "rows = {n: i._asdict() for n, i in sgconv.available_backends().items()}\n"
             f"print({_MARK!r} + json.dumps(dict(version=sgconv.__version__, backends=rows)))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -287,7 +294,7 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=int, default=300,
                         help="seconds allowed per pytest run and per benchmark backend")
     parser.add_argument("--conformance-backends", default=",".join(CONFORMANCE_BACKENDS),
-                        help="which backends' conformance to run (default: cupy,torch,jax)")
+                        help="which backends' conformance to run (default: cupy,torch_cuda,jax)")
     parser.add_argument("--conformance-args", default="",
                         help="extra arguments for each conformance run, e.g. a device option")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -320,6 +327,8 @@ def main(argv=None) -> int:
                 continue
             log(f"(conformance {name} runs on {row['device']})")
             extra = args.conformance_args.split()
+            if name in _PLUGIN_OF:
+                extra = ["--backend-plugin", _PLUGIN_OF[name], *extra]
             ok &= pytest_run(log, f"conformance_{name}",
                              ["conformance", "--backend", name, *extra], args.timeout)
     if "bench" in steps:
