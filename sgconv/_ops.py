@@ -94,10 +94,45 @@ def raw_kernel(bk, config: SGConvConfig, kernels, multiplier, decay=None, length
     return k
 
 
+@functools.lru_cache(maxsize=256)
+def upsample_gram(kernel_dim: int, factor: int, interpolation: str) -> np.ndarray:
+    """G (d, d) with ||Up_s(w)||^2 = w G w^T: the Gram matrix of the upsampling map.
+
+    Up_s(w)[j] = (1 - f_j) w[lo_j] + f_j w[hi_j], so each output j adds the outer product of
+    its two blend weights to G.  Built in O(d*s) once per (d, s), in float64.
+    """
+    lo, hi, frac = upsample_index(kernel_dim, factor, interpolation)
+    G = np.zeros((kernel_dim, kernel_dim))
+    if hi is None:
+        np.add.at(G, (lo, lo), 1.0)
+        return G
+    a, b = 1.0 - frac, frac
+    np.add.at(G, (lo, lo), a * a)
+    np.add.at(G, (hi, hi), b * b)
+    np.add.at(G, (lo, hi), a * b)
+    np.add.at(G, (hi, lo), a * b)
+    return G
+
+
 def normaliser(bk, config: SGConvConfig, kernels, multiplier, decay=None):
-    """Z[c, h] = ||k_raw[c, h, :]||_2 over the full length K: (C', H).  Computed once, at init."""
-    k = raw_kernel(bk, config, kernels, multiplier, decay)        # (C', H, K)
-    return bk.sqrt((k * k).sum(-1))
+    """Z[c, h] = ||k_raw[c, h, :]||_2 over the full length K: (C', H).  Computed once, at init.
+
+    The scales of Cat(S) do not overlap, so Z^2 = sum_i m^(2(N-1-i)) ||Up_i(w_i)||^2, and
+    each ||Up_i(w_i)||^2 = w_i G_i w_i^T with the (d, d) Gram matrix of the upsampling:
+    O(N d^2) per row instead of building the length-K kernel (K = 2^20 would take
+    gigabytes).  The learnable decay depends on the absolute lag, so that mode builds k_raw.
+    """
+    if config.learnable_decay:
+        k = raw_kernel(bk, config, kernels, multiplier, decay)    # (C', H, K)
+        return bk.sqrt((k * k).sum(-1))
+    N = config.num_scales
+    energy = 0.0
+    for i, (w, s) in enumerate(zip(kernels, config.scale_factors)):
+        G = bk.asarray(upsample_gram(config.kernel_dim, s, config.interpolation),
+                       dtype=bk.dtype_name(w), like=w)            # (d, d)
+        scale_energy = ((w @ G) * w).sum(-1)                       # (C', H) = ||Up_i(w_i)||^2
+        energy = energy + scale_energy * multiplier ** (2 * (N - 1 - i))
+    return bk.sqrt(energy)                                         # (C', H)
 
 
 def kernel(bk, config: SGConvConfig, kernels, multiplier, kernel_norm, decay=None,
@@ -190,14 +225,12 @@ def conv_with_spectrum(bk, u, k_f, plan: FFTPlan):
     B, H, L = u.shape
     n = plan.n
     if plan.block is None:
-        u_f = bk.rfft(u, n)[:, None]                               # (B, 1, H, F)
-        return bk.irfft(bk.spectral_product(u_f, k_f), n)[..., :L]  # (B, C, H, L)
+        return bk.fft_conv(u, k_f, n, L)                           # (B, C, H, L)
     # Overlap-add: split u into blocks of P, convolve each, add the spill into neighbours.
     P, a = plan.block, plan.anti_taps
     nb = -(-L // P)
     u = bk.pad_last(u, 0, nb * P - L).reshape(B, H, nb, P)         # (B, H, nb, P)
-    u_f = bk.rfft(u, n)[:, None]                                   # (B, 1, H, nb, F)
-    out = bk.irfft(bk.spectral_product(u_f, k_f[:, :, None]), n)   # (B, C, H, nb, n)
+    out = bk.fft_conv(u, k_f[:, :, None], n, n)                    # (B, C, H, nb, n)
     y = out[..., :P]                                               # each block's own span
     spill = out[..., P:min(n - a, 2 * P)]                          # reaches into block j+1
     if spill.shape[-1] > 0 and nb > 1:

@@ -161,3 +161,17 @@ def test_dropout_is_seeded_and_scaled():
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     assert not np.allclose(a, sgconv.apply(params, u))
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "nearest"])
+@pytest.mark.parametrize("l_max,d", [(1, 4), (100, 3), (4096, 8)])
+def test_normaliser_equals_the_norm_of_the_built_kernel(l_max, d, interpolation):
+    # Z from the Gram matrices must equal the norm of the reference's full Cat(S).
+    cfg = sgconv.SGConvConfig(d_model=3, l_max=l_max, kernel_dim=d, channels=2, bidirectional=True,
+                              decay_min=0.7, decay_max=3.0, interpolation=interpolation)
+    params = sgconv.init(cfg, seed=l_max, dtype="float64")
+    k_raw = reference.cat_kernel(params.kernels, params.multiplier, interpolation=interpolation)
+    # Both sides sum positive terms: recursive summation of K terms is exact to (K - 1) eps
+    # relative, and the Gram route adds d terms per product; sqrt halves the error.
+    rtol = (cfg.kernel_length + 4 * d) * np.finfo(np.float64).eps
+    np.testing.assert_allclose(params.kernel_norm, reference.normaliser(k_raw), rtol=rtol)

@@ -195,5 +195,23 @@ class Backend:
         """
         return u_f * k_f
 
+    def spectral_irfft(self, u_f, k_f, n: int):
+        """y (B, C, H, n) = irfft(spectral_product(u_f, k_f), n): the product, then back.
+
+        One hook for both steps, so that a backend can fuse them (fold irfft's 1/n into the
+        product, transform the product's buffer in place); by default they run in turn.
+        """
+        return self.irfft(self.spectral_product(u_f, k_f), n)
+
+    def fft_conv(self, u, k_f, n: int, keep: int):
+        """y = irfft(rfft(u, n)[:, None] * k_f, n)[..., :keep]: the whole FFT convolution.
+
+        u: (B, H, ..., P) real; k_f: (C, H, ..., n//2+1), the spectrum of a real kernel;
+        returns (B, C, H, ..., keep).  One hook for transform, product and crop, so that a
+        backend with autodiff can give it a custom gradient (keeping spectra, not the
+        length-n intermediates); by default it is rfft, then :meth:`spectral_irfft`.
+        """
+        return self.spectral_irfft(self.rfft(u, n)[:, None], k_f, n)[..., :keep]
+
 
 FLOAT_NAMES = _FLOAT_NAMES
