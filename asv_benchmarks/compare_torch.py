@@ -48,21 +48,20 @@ def _setup_paths():
 
 
 def _make(impl: str, B: int, H: int, L: int, seed: int = 0, channel_chunk=None):
-    """(module, u) with the straightforward module's weights copied into sgconv's."""
+    """(module, u): SGConv's initial weights (seed), copied into the baseline for its row."""
     import torch
     from torch_straightforward import StraightforwardSGConv
     from sgconv.torch import SGConv
 
     torch.manual_seed(seed)
-    base = StraightforwardSGConv(H, L)
+    module = SGConv(H, L, channel_chunk=channel_chunk)
     if impl == "straightforward":
+        base = StraightforwardSGConv(H, L)
+        state = dict(module.state_dict())
+        del state["kernel_norm_initialized"]              # the baseline has no such flag
+        base.load_state_dict(state, strict=True)
         module = base
-    else:
-        module = SGConv(H, L, channel_chunk=channel_chunk)
-        state = dict(base.state_dict())
-        state["kernel_norm_initialized"] = torch.tensor(True)
-        module.load_state_dict(state, strict=True)
-    u = torch.randn(B, H, L)
+    u = torch.randn(B, H, L, generator=torch.Generator().manual_seed(seed + 1))
     return module, u
 
 

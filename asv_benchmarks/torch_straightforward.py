@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 __all__ = ["StraightforwardSGConv"]
 
+try:  # asv imports every module of the suite while discovering, torch or not
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError:  # pragma: no cover - the benchmarks using this skip without torch
+    torch = None
+    _Module = object
+else:
+    _Module = nn.Module
 
-class StraightforwardSGConv(nn.Module):
+
+class StraightforwardSGConv(_Module):
     """SGConv written directly from SPEC: u (B, H, L) -> (B, H, L) (linear interpolation).
 
     Parameters: ``kernel_list.{i}`` (C', H, d), ``multiplier`` (1, H, 1), ``kernel_norm``
@@ -34,6 +40,8 @@ class StraightforwardSGConv(nn.Module):
     def __init__(self, d_model: int, l_max: int, channels: int = 1, kernel_dim: int = 64,
                  bidirectional: bool = False, decay_min: float = 2.0, decay_max: float = 2.0,
                  dropout: float = 0.0, device=None, dtype=None):
+        if torch is None:
+            raise ImportError("StraightforwardSGConv needs PyTorch: pip install torch")
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         H, C, d = d_model, channels, kernel_dim

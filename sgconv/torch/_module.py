@@ -214,12 +214,19 @@ class SGConv(nn.Module):
         """
         cfg = self.config
         bk = _bk()
+        H = cfg.d_model
+        # channels a few at a time: the float64 raw kernel of all H rows at once would take
+        # C' H K 8 bytes (2 GiB for H = 256, l_max = 2^20)
+        step = max(1, 2 ** 22 // (cfg.kernel_rows * cfg.kernel_length))
         with torch.no_grad():
-            kernels = tuple(w.detach().double() for w in self.kernel_list)
-            decay = None if self.decay is None else self.decay.detach().double()
             multiplier = self.multiplier.detach().double().reshape(-1)
-            Z = _ops.normaliser(bk, cfg, kernels, multiplier, decay)      # (C', H)
-            self.kernel_norm.copy_(Z[..., None])
+            for h0 in range(0, H, step):
+                sl = slice(h0, min(h0 + step, H))
+                kernels = tuple(w.detach()[:, sl].double() for w in self.kernel_list)
+                decay = None if self.decay is None else self.decay.detach()[sl].double()
+                m = multiplier[sl] if multiplier.numel() > 1 else multiplier
+                Z = _ops.normaliser(bk, cfg, kernels, m, decay)            # (C', h)
+                self.kernel_norm[:, sl].copy_(Z[..., None])
             self.kernel_norm_initialized.fill_(True)
 
     @classmethod

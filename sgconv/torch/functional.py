@@ -230,6 +230,9 @@ def _run(bk, config: SGConvConfig, arrays: dict, u, *, transposed: bool, dropout
     dtype = u.dtype
     H, L = config.d_model, u.shape[1] if not transposed else u.shape[-1]
     chunk = _check_chunk(channel_chunk, H)
+    if dropout > 0.0 and isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+        # one generator for the whole call: every chunk draws a fresh part of its stream
+        rng = torch.Generator(device=u.device).manual_seed(int(rng))
     with _no_autocast(u.device):
         x = u if transposed else u.transpose(-1, -2)                # (B, H, L)
         x = x.to(arrays["out_weight"].dtype)
@@ -243,18 +246,23 @@ def _run(bk, config: SGConvConfig, arrays: dict, u, *, transposed: bool, dropout
             y = _ops.conv_with_spectrum(bk, x, k_f, plan)            # (B, C, H, L)
             out = _ops.mix(bk, y, arrays["out_weight"], arrays["out_bias"], dropout, rng)
         else:
-            C = config.channels
+            C, B = config.channels, x.shape[0]
             W = arrays["out_weight"].reshape(H, C, H)                # (H, C, H): [o, c, h]
-            zero_bias = torch.zeros_like(arrays["out_bias"])
             out = None
             for h0 in range(0, H, chunk):
                 sl = slice(h0, min(h0 + chunk, H))
                 k_f = _spectrum(bk, config, arrays, sl, L, plan)      # (C, h, F)
                 y = _ops.conv_with_spectrum(bk, x[:, sl], k_f, plan)  # (B, C, h, L)
                 W_part = W[:, :, sl].reshape(H, -1)                   # (H, C*h)
-                part = _ops.mix(bk, y, W_part, arrays["out_bias"] if out is None else zero_bias,
-                                dropout, rng)                         # (B, H, L)
-                out = part if out is None else out + part
+                if out is None:
+                    out = _ops.mix(bk, y, W_part, arrays["out_bias"], dropout, rng)  # (B, H, L)
+                    continue
+                # the next chunks' columns are added into the output in place, so that no
+                # second (B, H, L) buffer exists (baddbmm_ saves its factors, not out)
+                z = _ops.gelu(bk, y.reshape(B, -1, L))               # (B, C*h, L)
+                if dropout > 0.0:
+                    z = bk.dropout(z, dropout, rng)
+                out = out.baddbmm_(W_part.expand(B, *W_part.shape), z)
         out = out.to(dtype)
         if not transposed:
             out = out.transpose(-1, -2)                               # (B, L, H)

@@ -1,0 +1,130 @@
+"""sgconv.torch.SGConv against the straightforward PyTorch SGConv (torch_straightforward.py).
+
+``TorchLayer``: B=8, H=256, L=16384 (l_max = L, d = 64, N = 9 scales, C = 1), float32, torch
+on 2 threads (``torch.set_num_threads(2)``), the same weights (copied from the baseline
+into sgconv's module) and the same input for both rows:
+
+- ``time_forward``: evaluation mode under ``torch.no_grad()``; sgconv reuses its cached
+  kernel spectrum (built by the warm-up call in setup), the baseline rebuilds its kernel.
+- ``time_forward_backward``: training mode, input requiring grad (a layer inside a
+  network), ``module(u).backward(g)`` with a fixed output gradient g.
+- ``peakmem_*``: asv's peak resident memory of the process (ru_maxrss) around the same
+  calls; setup holds the module, u and g in both rows.
+
+``LongSequence``: B=1, H=64, L=2**20 forward in evaluation mode, sgconv with
+``channel_chunk=8`` and without, beside the baseline: time and peak memory (the input is
+256 MiB; asv's peak includes the interpreter, torch and the module).
+
+``python asv_benchmarks/compare_torch.py`` runs the same comparisons interleaved in one
+process and prints the ratios (and the peak memory of one call above the setup).  Rows
+skip (NotImplementedError in setup) when torch or sgconv's torch backend is missing.
+"""
+
+from __future__ import annotations
+
+from .common import require_backend
+
+THREADS = 2
+
+
+def _modules(implementation: str, H: int, L: int, channel_chunk=None):
+    """(module, torch) for 'sgconv' or 'straightforward', same weights for both (seed 0).
+
+    The weights are drawn by SGConv (its Z computed a few channels at a time) and copied
+    into the baseline, so an sgconv row's setup holds nothing of the baseline's.
+    """
+    require_backend("torch")
+    import torch
+
+    from sgconv.torch import SGConv
+
+    from .torch_straightforward import StraightforwardSGConv
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    module = SGConv(H, L, channel_chunk=channel_chunk)
+    if implementation == "sgconv":
+        return module, torch
+    base = StraightforwardSGConv(H, L)
+    state = dict(module.state_dict())
+    del state["kernel_norm_initialized"]                   # the baseline has no such flag
+    base.load_state_dict(state, strict=True)
+    return base, torch
+
+
+class TorchLayer:
+    """B=8, H=256, L=16384 float32 on 2 threads: sgconv.torch.SGConv vs the straightforward module."""
+
+    params = [["sgconv", "straightforward"]]
+    param_names = ["implementation"]
+    # One call takes seconds on a 2-core CPU: time single calls, a few of them.
+    number = 1
+    repeat = (3, 7, 120.0)
+    rounds = 1
+    warmup_time = 0.0
+    timeout = 900
+
+    def setup(self, implementation):
+        B, H, L = 8, 256, 16384
+        self.module, torch = _modules(implementation, H, L)
+        self.torch = torch
+        generator = torch.Generator().manual_seed(1)
+        self.u = torch.randn(B, H, L, generator=generator)
+        self.ug = self.u.clone().requires_grad_(True)
+        self.g = torch.randn(B, H, L, generator=generator)
+        self._forward()                           # FFT plans, sgconv's kernel-spectrum cache
+        self._forward_backward()
+
+    def _forward(self):
+        self.module.eval()
+        with self.torch.no_grad():
+            return self.module(self.u)
+
+    def _forward_backward(self):
+        self.module.train()
+        self.ug.grad = None
+        self.module.zero_grad(set_to_none=True)
+        self.module(self.ug).backward(self.g)
+
+    def time_forward(self, implementation):
+        self._forward()
+
+    def time_forward_backward(self, implementation):
+        self._forward_backward()
+
+    def peakmem_forward(self, implementation):
+        self._forward()
+
+    def peakmem_forward_backward(self, implementation):
+        self._forward_backward()
+
+
+class LongSequence:
+    """B=1, H=64, L=2**20 float32 forward (evaluation): channel chunks bound the memory."""
+
+    params = [["sgconv-chunked", "sgconv", "straightforward"]]
+    param_names = ["implementation"]
+    number = 1
+    repeat = (2, 3, 120.0)
+    rounds = 1
+    warmup_time = 0.0
+    timeout = 900
+
+    def setup(self, implementation):
+        B, H, L = 1, 64, 2 ** 20
+        chunk = 8 if implementation == "sgconv-chunked" else None
+        impl = "straightforward" if implementation == "straightforward" else "sgconv"
+        self.module, torch = _modules(impl, H, L, channel_chunk=chunk)
+        self.module.eval()
+        self.torch = torch
+        self.u = torch.randn(B, H, L, generator=torch.Generator().manual_seed(1))
+
+    def _forward(self):
+        with self.torch.no_grad():
+            return self.module(self.u)
+
+    def time_forward(self, implementation):
+        self._forward()
+
+    def peakmem_forward(self, implementation):
+        self._forward()
