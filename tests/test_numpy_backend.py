@@ -6,7 +6,7 @@ import pytest
 import reference
 import sgconv
 from sgconv import _ops
-from tests._tolerance import assert_matches
+from conformance.tolerance import assert_close, conv_bound, kernel_bound, layer_bound
 
 CASES = [
     # d_model, channels, kernel_dim, l_max, L, bidirectional
@@ -46,27 +46,18 @@ def test_layer_kernel_and_conv_match_reference(H, C, d, l_max, L, bidirectional,
     k = sgconv.kernel(params, L)
     assert k.shape == (cfg.kernel_rows, H, L) and k.dtype == dtype
     k_ref = reference.kernel(state, L)
-    assert_matches(k, k_ref, dtype, n=1, scale=np.abs(k_ref).max(), where="kernel " + where)
+    assert_close(k, k_ref, kernel_bound(state, cfg, L, dtype), "kernel " + where)
 
-    n_fft = sgconv.backend("numpy").next_fast_len(2 * L)
     y = sgconv.conv(u, k, params.D, bidirectional=bidirectional)
-    y_ref = reference.conv(u.astype(np.float64), k_ref, state["D"], bidirectional)
+    u64, k64 = u.astype(np.float64), np.asarray(k, dtype=np.float64)
+    y_ref = reference.conv(u64, k64, state["D"], bidirectional)
     assert y.shape == (2, C, H, L) and y.dtype == dtype
-    assert_matches(y, y_ref, dtype, n=n_fft, scale=_conv_scale(u, k_ref, state["D"]),
-                   where="conv " + where)
+    assert_close(y, y_ref, conv_bound(u64, k64, state["D"], bidirectional, dtype), "conv " + where)
 
     out = sgconv.apply(params, u)
-    out_ref = reference.layer(state, u.astype(np.float64), bidirectional=bidirectional)
+    out_ref = reference.layer(state, u64, bidirectional=bidirectional)
     assert out.shape == (2, H, L) and out.dtype == dtype
-    # The mixing sums C*H terms of GELU(y): the error of y grows by ||W||_1 per row.
-    w1 = np.abs(state["output_linear.weight"]).sum(axis=1).max()
-    assert_matches(out, out_ref, dtype, n=n_fft, scale=w1 * _conv_scale(u, k_ref, state["D"]),
-                   where="layer " + where)
-
-
-def _conv_scale(u, k, D):
-    """A bound on |y|: ||u||_inf * (||k row||_1 + |D|)."""
-    return np.abs(u).max() * (np.abs(k).sum(-1).max() + np.abs(D).max())
+    assert_close(out, out_ref, layer_bound(state, cfg, u64, dtype), "layer " + where)
 
 
 @pytest.mark.parametrize("transposed", [True, False])
@@ -74,11 +65,11 @@ def test_transposed_layout(transposed):
     cfg = sgconv.SGConvConfig(d_model=3, l_max=16, kernel_dim=4, channels=2)
     params = sgconv.init(cfg, seed=1, dtype="float64")
     u = np.random.default_rng(1).standard_normal((2, 3, 21))
-    expected = reference.layer(_state64(params), u)
+    state = _state64(params)
+    expected = reference.layer(state, u)
     got = sgconv.apply(params, u if transposed else u.swapaxes(1, 2), transposed=transposed)
     got = got if transposed else got.swapaxes(1, 2)
-    assert_matches(got, expected, "float64", n=64, scale=np.abs(expected).max() * 10,
-                   where=f"transposed={transposed}")
+    assert_close(got, expected, layer_bound(state, cfg, u, "float64"), f"transposed={transposed}")
 
 
 @pytest.mark.parametrize("variant", [dict(interpolation="nearest"), dict(learnable_decay=True)])
@@ -89,12 +80,12 @@ def test_released_variants_match_reference(variant):
     state = _state64(params)
     interp = cfg.interpolation
     k_ref = reference.kernel(state, 50, interpolation=interp)
-    assert_matches(sgconv.kernel(params, 50), k_ref, "float64", n=1,
-                   scale=np.abs(k_ref).max(), where=str(variant))
+    assert_close(sgconv.kernel(params, 50), k_ref, kernel_bound(state, cfg, 50, "float64"),
+                 str(variant))
     u = np.random.default_rng(5).standard_normal((1, 3, 50))
     out_ref = reference.layer(state, u, bidirectional=True, interpolation=interp)
-    assert_matches(sgconv.apply(params, u), out_ref, "float64", n=128,
-                   scale=np.abs(out_ref).max() * 10, where=str(variant))
+    assert_close(sgconv.apply(params, u), out_ref, layer_bound(state, cfg, u, "float64"),
+                 str(variant))
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -116,8 +107,8 @@ def test_overlap_add_blocks_equal_one_fft(L, taps, planner_blocks, bidirectional
         assert plan.n < bk.next_fast_len(2 * L - 1) // 4
     for block_size in (None, 0, max(taps, 1) + 5):
         y = sgconv.conv(u, k, D, bidirectional=bidirectional, block_size=block_size)
-        assert_matches(y, y_ref, "float64", n=2 * L, scale=_conv_scale(u, k, D),
-                       where=f"L={L} taps={taps} block_size={block_size}")
+        assert_close(y, y_ref, conv_bound(u, k, D, bidirectional, "float64"),
+                     f"L={L} taps={taps} block_size={block_size}")
 
 
 def test_fft_length_is_the_smallest_that_is_linear():
