@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -77,7 +78,9 @@ class SGConv(nn.Module):
         channels (C): kernels per channel.  bidirectional: add an anti-causal half.
         kernel_dim (d): sub-kernel length (64).  n_scales (N): default 1+ceil(log2(l_max/d)).
         decay_min, decay_max: the multiplier m = linspace(decay_min, decay_max, H) (2, 2).
-        dropout: rate, applied in training mode.  transposed: (B, H, L) in and out.
+        dropout: rate, applied in training mode to each element of GELU's output (SPEC;
+            the released module used channel-wise nn.Dropout2d in the transposed layout).
+        transposed: (B, H, L) in and out.
         activation: 'gelu' (exact) only.  mode: 'cat_randn' (default), with 'nearest',
             'learnable', 'fixed' and 'cos' variants (see :func:`_parse_mode`).
         block_size: FFT plan: None picks overlap-add blocks when L is well above the kernel
@@ -245,11 +248,11 @@ class SGConv(nn.Module):
                      bidirectional=cfg.bidirectional, kernel_dim=cfg.kernel_dim,
                      n_scales=cfg.num_scales, decay_min=cfg.decay_min, decay_max=cfg.decay_max,
                      mode=mode, **kwargs)
-        bk = _bk()
-        src = params.backend
-        from .._switch import backend as get
-        to_np = get(src).to_numpy if src != "torch" else bk.to_numpy
-        state = {k: torch.as_tensor(to_np(v)) for k, v in to_state_dict(params).items()}
+        state = to_state_dict(params)
+        if params.backend != "torch":
+            from .._switch import backend as get_backend
+            to_numpy = get_backend(params.backend).to_numpy
+            state = {k: torch.as_tensor(np.asarray(to_numpy(v))) for k, v in state.items()}
         module.load_state_dict(state, strict=True)
         return module
 
@@ -318,6 +321,11 @@ class SGConv(nn.Module):
                     return_kernel=return_kernel, spectrum=spectrum)
 
     # --- housekeeping ------------------------------------------------------------------
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_spectrum_cache"] = None       # pickling / deepcopy carry weights, not the cache
+        return state
 
     def _apply(self, *args, **kwargs):
         self._spectrum_cache = None           # .to(), .half(), .cuda(): drop the old device's
