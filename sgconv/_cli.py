@@ -111,11 +111,14 @@ def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
 
+def _fmt_3(x: float) -> str:
+    """x with at least 3 significant digits (up to 4 decimals): 1234, 123, 12.3, 0.0123."""
+    decimals = 0 if x >= 100 else min(4, 2 - math.floor(math.log10(x))) if x > 0 else 1
+    return f"{x:.{decimals}f}"
+
+
 def _fmt_ms(seconds: float) -> str:
-    """Milliseconds with at least 3 significant digits (up to 4 decimals)."""
-    ms = 1e3 * seconds
-    decimals = 0 if ms >= 100 else min(4, 2 - math.floor(math.log10(ms))) if ms > 0 else 4
-    return f"{ms:.{decimals}f}"
+    return _fmt_3(1e3 * seconds)
 
 
 def _table(header, rows, aligns=None) -> str:
@@ -349,7 +352,7 @@ def _plot_kernel(plt, config, k, Z, m, channel: int, length: int, path: str) -> 
 
     def mark_scales(ax, label_y=None):
         for j, i in enumerate(shown):
-            a, b = starts[i], min(starts[i + 1], length) - 1
+            a, b = starts[i], min(starts[i + 1], x_max)
             ax.axvspan(a, max(b, a + 0.5), color=colors[j % 2], zorder=0, lw=0)
             if i > 0:
                 ax.axvline(a, color="0.55", lw=0.8, ls=":", zorder=1)
@@ -368,12 +371,12 @@ def _plot_kernel(plt, config, k, Z, m, channel: int, length: int, path: str) -> 
     mark_scales(ax_k, label_y=0.98)
     ax_k.plot(t, row, color="#1f4e79", lw=0.9, label=f"kernel $k[t]$, channel $h={channel}$")
     # w_i ~ N(0, 1), so about 95% of the taps of scale i lie within +-2 m^(N-1-i)/Z.
-    ax_k.plot(t, 2 * env, color="#c0504d", lw=1.6, ls="--",
+    ax_k.plot(t, 2 * env, color="#c0504d", lw=1.6, ls="--", drawstyle="steps-post",
               label=r"decay envelope $\pm 2\,m^{N-1-i}/Z$ (weights $w_i \sim N(0,1)$)")
-    ax_k.plot(t, -2 * env, color="#c0504d", lw=1.6, ls="--")
+    ax_k.plot(t, -2 * env, color="#c0504d", lw=1.6, ls="--", drawstyle="steps-post")
     lag_axis(ax_k)
     ax_k.set_ylabel("$k[t]$", fontsize=13)
-    half = " (causal half; the anti-causal half is built alike)" if config.bidirectional else ""
+    half = " (causal half)" if config.bidirectional else ""
     ax_k.set_title(f"The kernel{half}: {len(shown)} scales (shaded), each a sub-kernel of "
                    f"d={d} taps "
                    r"upsampled $\times$1, 1, 2, 4, ... and weighted by $m^{N-1-i}$",
@@ -383,7 +386,7 @@ def _plot_kernel(plt, config, k, Z, m, channel: int, length: int, path: str) -> 
 
     mark_scales(ax_env)
     ax_env.plot(t, np.abs(row), color="#1f4e79", lw=0.6, alpha=0.8, label="$|k[t]|$")
-    ax_env.plot(t, env, color="#c0504d", lw=2.0, label="$m^{N-1-i}/Z$")
+    ax_env.plot(t, env, color="#c0504d", lw=2.0, drawstyle="steps-post", label="$m^{N-1-i}/Z$")
     lag_axis(ax_env)
     ax_env.set_yscale("log")
     positive = np.abs(row)[np.abs(row) > 0]
@@ -452,17 +455,24 @@ def _rss_kib(field: str) -> int | None:
 
 
 def _peak_memory_mb(name: str, bk, fn) -> str:
-    """Peak extra memory of one call of ``fn``: device memory for a torch CUDA backend,
-    else the rise of the process's peak resident set (host RSS) over its level before."""
+    """Peak extra memory of one call of ``fn``: device memory for a torch CUDA backend; for
+    jitted JAX, XLA's analysis of the compiled program (temporaries + output); else the rise
+    of the process's peak resident set (host RSS) over its level before the call."""
     if name == "torch" and "cuda" in (bk.device_description() or "").lower():
         torch = sys.modules["torch"]
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         fn()
-        return f"{(torch.cuda.max_memory_allocated() - before) / 2 ** 20:.1f} (gpu)"
+        return f"{_fmt_3((torch.cuda.max_memory_allocated() - before) / 2 ** 20)} (gpu)"
+    if hasattr(fn, "xla_memory"):  # XLA pools its buffers: its own analysis says more
+        try:
+            return f"{_fmt_3(fn.xla_memory() / 2 ** 20)} (XLA)"
+        except Exception:  # memory_analysis is not offered by every XLA backend
+            return "n/a"
     if "cpu" not in (bk.device_description() or "cpu").lower():
         return "n/a (gpu)"
+    _release_free_memory()
     if not _rss_peak_reset():
         return "n/a"
     before = _rss_kib("VmRSS")
@@ -470,7 +480,7 @@ def _peak_memory_mb(name: str, bk, fn) -> str:
     peak = _rss_kib("VmHWM")
     if before is None or peak is None:
         return "n/a"
-    return f"{max(peak - before, 0) / 1024:.1f}"
+    return _fmt_3(max(peak - before, 0) / 1024)
 
 
 def _layer_callables(name: str, bk, params, u):
@@ -495,6 +505,14 @@ def _layer_callables(name: str, bk, params, u):
         def forward():
             with sgconv.using("jax"):
                 return jax.block_until_ready(fwd_jit(trained, fixed, u))
+
+        def xla_memory():
+            """Bytes the compiled forward allocates besides its arguments (XLA's analysis)."""
+            with sgconv.using("jax"):
+                stats = fwd_jit.lower(trained, fixed, u).compile().memory_analysis()
+            return stats.temp_size_in_bytes + stats.output_size_in_bytes
+
+        forward.xla_memory = xla_memory
 
         def forward_backward():
             with sgconv.using("jax"):
@@ -549,42 +567,98 @@ def _floor_callable(u: np.ndarray, length: int):
     return floor
 
 
+def _calls_per_sample(fn, minimum: float = 0.02) -> int:
+    """How many back-to-back calls make one timing sample last >= ``minimum`` s (as timeit)."""
+    t0 = time.perf_counter()
+    fn()
+    once = time.perf_counter() - t0
+    return max(1, min(1000, math.ceil(minimum / max(once, 1e-9))))
+
+
 def _median_times(fns: dict, repeat: int) -> dict:
-    """Median seconds per callable over ``repeat`` rounds, calls interleaved in each round."""
+    """Median seconds per call over ``repeat`` rounds; in each round every callable takes one
+    sample (several calls when one is shorter than 20 ms), so a load spike hits all alike."""
+    numbers = {key: _calls_per_sample(fn) for key, fn in fns.items()}
     times = {key: [] for key in fns}
     for _ in range(repeat):
         for key, fn in fns.items():
             t0 = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t0)
+            for _ in range(numbers[key]):
+                fn()
+            times[key].append((time.perf_counter() - t0) / numbers[key])
     return {key: statistics.median(ts) for key, ts in times.items()}
 
 
-def _bench_row(name, bk, length, args):
-    """Measurements of one (backend, L): fwd, fwd+bwd, floor (s) and the peak memory text."""
-    import sgconv
+def _glibc():
+    try:
+        import ctypes
 
-    dtype = args.dtype
-    if name == "jax" and dtype == "float64" and not bk.x64_enabled():
-        raise CliError("jax float64 needs jax_enable_x64 (sgconv never turns it on)")
-    config = sgconv.SGConvConfig(d_model=args.d_model, l_max=length)
-    with sgconv.using(name):
-        params = sgconv.init(config, seed=0, dtype=dtype, backend=name)
-        u_np = np.random.default_rng(0).standard_normal((args.batch, args.d_model, length))
-        u = bk.asarray(u_np, dtype=dtype)                          # (B, H, L)
-    forward, forward_backward = _layer_callables(name, bk, params, u)
-    forward()                                                      # compile (jax), warm up
-    if forward_backward is not None:
-        forward_backward()
-    floor_dtype = "float64" if dtype == "float64" else "float32"
-    floor = _floor_callable(u_np.astype(floor_dtype), length)
-    floor()
-    fns = {"fwd": forward, "floor": floor}
-    if forward_backward is not None:
-        fns["bwd"] = forward_backward
-    med = _median_times(fns, args.repeat)
-    memory = _peak_memory_mb(name, bk, forward)
-    return med, memory
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim                            # noqa: B018 (glibc only)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def _exact_rss_accounting() -> bool:
+    """Make freed large blocks leave the resident set (glibc: a fixed mmap threshold of
+    128 KiB, and the heap's free pages returned), so that the rise of the peak RSS over one
+    call is that call's peak memory.  Only in this command's own process; False if not glibc."""
+    libc = _glibc()
+    if libc is None or not libc.mallopt(-3, 128 * 1024):          # M_MMAP_THRESHOLD
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+def _release_free_memory() -> None:
+    """Return the heap's free pages to the system before a memory measurement (glibc)."""
+    import gc
+
+    gc.collect()
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+class _BenchCase:
+    """One (backend, L) row: the layer callables, the floor, and what was measured."""
+
+    def __init__(self, name, bk, length, args):
+        import sgconv
+
+        self.name, self.bk, self.length = name, bk, length
+        dtype = args.dtype
+        if name == "jax" and dtype == "float64" and not bk.x64_enabled():
+            raise CliError("jax float64 needs jax_enable_x64 (sgconv never turns it on)")
+        config = sgconv.SGConvConfig(d_model=args.d_model, l_max=length)
+        with sgconv.using(name):
+            params = sgconv.init(config, seed=0, dtype=dtype, backend=name)
+            u_np = np.random.default_rng(0).standard_normal((args.batch, args.d_model, length))
+            u = bk.asarray(u_np, dtype=dtype)                      # (B, H, L)
+        self.forward, self.forward_backward = _layer_callables(name, bk, params, u)
+        self.forward()                                             # compile (jax), warm up
+        if self.forward_backward is not None:
+            self.forward_backward()
+        self.floor = _floor_callable(u_np.astype("float64" if dtype == "float64"
+                                                 else "float32"), length)
+        self.floor()
+        self.times = None
+        self.memory = "n/a"
+
+    def time(self, repeat: int) -> None:
+        fns = {"fwd": self.forward, "floor": self.floor}
+        if self.forward_backward is not None:
+            fns["bwd"] = self.forward_backward
+        self.times = _median_times(fns, repeat)
+
+    def row(self, dtype: str) -> list:
+        t = self.times
+        bwd = t.get("bwd")
+        return [self.name, dtype, _fmt_int(self.length), _fmt_ms(t["fwd"]),
+                f"{t['fwd'] / t['floor']:.2f}", "-" if bwd is None else _fmt_ms(bwd),
+                "-" if bwd is None else f"{bwd / t['floor']:.2f}", _fmt_ms(t["floor"]),
+                self.memory]
 
 
 def cmd_bench(args) -> int:
@@ -596,49 +670,57 @@ def cmd_bench(args) -> int:
     if names is None:
         names = [n for n, info in infos.items() if info.usable]
     print(f"sgconv {sgconv.__version__} bench: layer forward (and forward+backward for autodiff "
-          f"backends), B={args.batch}, H={args.d_model}, C=1, d=64, l_max=L, {args.dtype}, "
+          f"backends), B={args.batch}, H={args.d_model}, C=1, d=64, l_max=L, {args.dtype}; "
           f"median of {args.repeat} interleaved rounds; {_cores()} CPU cores")
     print("baseline: the bare scipy.fft floor of the same convolution (rfft(u, n) * k_f -> "
           "irfft, n = next_fast_len(2L-1), kernel spectrum precomputed, every core), timed "
-          "in the same rounds; 'x floor' = time / floor time")
-    rows, failures = [], 0
+          "in the same rounds; '/floor' = time / floor time")
+    rows, cases, failures = [], [], 0
     usable = [n for n in names if infos[n].usable]
-    progress = Progress(len(usable) * len(lengths), enabled=not args.no_progress)
+    progress = Progress(2 * len(usable) * len(lengths), enabled=not args.no_progress)
+    exact = False
     try:
+        # 1. timings, every row with the allocator as it normally runs
         for name in names:
             info = infos[name]
             if not info.usable:
-                rows.append([name, "-", "-", "-", "-", "-", "-", "-",
-                             f"unavailable: {info.reason.split(';')[0]}"])
+                rows.append(([name, "-", "-", "-", "-", "-", "-", "-",
+                              f"unavailable: {info.reason.split(';')[0]}"], None))
                 continue
             bk = sgconv.backend(name)
             for length in lengths:
-                progress.show(f"{name} L={length}")
+                progress.show(f"{name} L={length}: time")
                 try:
-                    med, memory = _bench_row(name, bk, length, args)
+                    case = _BenchCase(name, bk, length, args)
+                    case.time(args.repeat)
                 except CliError as exc:
-                    rows.append([name, args.dtype, length, "-", "-", "-", "-", "-",
-                                 f"skipped: {exc}"])
+                    rows.append(([name, args.dtype, _fmt_int(length)] + ["-"] * 5
+                                 + [f"skipped: {exc}"], None))
                 except Exception as exc:  # report the row, keep going, exit 1 at the end
                     failures += 1
                     first = str(exc).splitlines()[0] if str(exc) else ""
-                    rows.append([name, args.dtype, length, "-", "-", "-", "-", "-",
-                                 f"error: {type(exc).__name__}: {first}"])
+                    rows.append(([name, args.dtype, _fmt_int(length)] + ["-"] * 5
+                                 + [f"error: {type(exc).__name__}: {first}"], None))
                 else:
-                    bwd = med.get("bwd")
-                    rows.append([name, args.dtype, _fmt_int(length), _fmt_ms(med["fwd"]),
-                                 f"{med['fwd'] / med['floor']:.2f}",
-                                 "-" if bwd is None else _fmt_ms(bwd),
-                                 "-" if bwd is None else f"{bwd / med['floor']:.2f}",
-                                 _fmt_ms(med["floor"]), memory])
-                progress.step(f"{name} L={length}")
+                    rows.append((None, case))
+                    cases.append(case)
+                progress.step(f"{name} L={length}: time")
+        # 2. peak memory of one forward call per row, with exact RSS accounting
+        exact = _exact_rss_accounting()
+        for case in cases:
+            progress.show(f"{case.name} L={case.length}: memory")
+            case.memory = _peak_memory_mb(case.name, case.bk, case.forward)
+            progress.step(f"{case.name} L={case.length}: memory")
     finally:
         progress.close()
-    print(_table(["backend", "dtype", "L", "fwd ms", "x floor", "fwd+bwd ms", "x floor",
-                  "floor ms", "peak MB (fwd)"], rows,
-                 ["<", "<", ">", ">", ">", ">", ">", ">", "<"]))
-    print("peak MB: rise of the process's peak resident memory during one forward call "
-          "(device memory for CUDA torch)")
+    print(_table(["backend", "dtype", "L", "fwd ms", "/floor", "fwd+bwd ms", "/floor",
+                  "floor ms", "peak MB (fwd)"],
+                 [row if case is None else case.row(args.dtype) for row, case in rows],
+                 ["<", "<", ">", ">", ">", ">", ">", ">", ">"]))
+    print("peak MB: the rise of this process's peak resident memory during one forward call"
+          + ("" if exact else " (approximate: freed memory may be reused unseen)")
+          + "; (XLA): temporaries + output of the compiled JAX program; device memory for "
+          "CUDA torch")
     return 1 if failures or not usable else 0
 
 
@@ -923,3 +1005,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `sgconv kernel | head`: stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

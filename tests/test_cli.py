@@ -187,14 +187,29 @@ def test_bench_numpy_table():
         assert r[5] == "-" and r[6] == "-"                     # numpy has no backward
 
 
-def test_bench_autodiff_backend_has_backward_column():
-    if not sgconv.available_backends()["torch"].usable:
-        pytest.skip("torch backend unavailable")
-    proc = run("bench", "--backend", "torch", "--lengths", "256", "--batch", "1", "--d-model",
+def test_bench_peak_memory_counts_at_least_what_the_forward_must_allocate():
+    B, H, L = 1, 8, 65536
+    proc = run("bench", "--backend", "numpy", "--lengths", str(L), "--batch", str(B),
+               "--d-model", str(H), "--repeat", "1")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = _bench_rows(proc.stdout)
+    n = 2 * L                                                  # next_fast_len(2L - 1)
+    # the output (B, H, L) float32 and the input's spectrum (B, H, n/2+1) complex64
+    must = (B * H * L * 4 + B * H * (n // 2 + 1) * 8) / 2 ** 20
+    assert must <= float(row[8]) < 50 * must, (row, must)
+
+
+@pytest.mark.parametrize("name", ["torch", "jax"])
+def test_bench_autodiff_backend_has_backward_column(name):
+    if not sgconv.available_backends()[name].usable:
+        pytest.skip(f"{name} backend unavailable")
+    proc = run("bench", "--backend", name, "--lengths", "256", "--batch", "1", "--d-model",
                "4", "--repeat", "1", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     (row,) = _bench_rows(proc.stdout)
     assert float(row[5]) > 0 and float(row[6]) > 0
+    if name == "jax":                                          # XLA's memory analysis
+        assert row[9] == "(XLA)" and float(row[8]) > 0
 
 
 def test_bench_bad_arguments():
