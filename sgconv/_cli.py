@@ -742,7 +742,8 @@ def _conformance_dir(path: str | None) -> str:
 
 
 def _junit_counts(path: str, names) -> dict:
-    """Per-backend outcome counts from pytest's JUnit XML (backend read from the test id)."""
+    """Per-backend outcome counts from pytest's JUnit XML (the backend read from the test id;
+    tests without one, such as the suite's meta-tests of its own helpers, counted apart)."""
     counts = {}
     try:
         root = ET.parse(path).getroot()
@@ -752,7 +753,7 @@ def _junit_counts(path: str, names) -> dict:
         test_id = case.get("name", "")
         params = test_id[test_id.find("[") + 1:-1] if "[" in test_id else ""
         tokens = set(re.split(r"[-,\[\] ]", params))
-        owner = next((n for n in names if n in tokens), "(no backend)")
+        owner = next((n for n in names if n in tokens), "(suite self-tests)")
         kinds = {child.tag for child in case}
         outcome = ("failed" if "failure" in kinds else "error" if "error" in kinds
                    else "skipped" if "skipped" in kinds else "passed")
