@@ -327,11 +327,14 @@ def test_demo_default_runs_and_passes():
     assert proc.stdout.count("  PASS  ") == 2 and proc.stdout.rstrip().endswith("result: PASS")
 
 
-def test_demo_small(capsys):
-    assert _cli.main(["demo", "--length", "3001", "--d-model", "5", "--check-length", "700",
-                      "--positions", "9"]) == 0
+@pytest.mark.parametrize("length,check_length,positions", [(3001, 700, 9), (100, 2048, 5),
+                                                          (1, 2048, 3)])
+def test_demo_small_and_edge_lengths(length, check_length, positions, capsys):
+    assert _cli.main(["demo", "--length", str(length), "--d-model", "5", "--check-length",
+                      str(check_length), "--positions", str(positions)]) == 0
     out = capsys.readouterr().out
-    assert "first 700 outputs" in out and "9 outputs spread" in out
+    assert f"first {min(length, check_length):,} outputs" in out
+    assert out.count("  PASS  ") == 2 and out.rstrip().endswith("result: PASS")
 
 
 def test_demo_fails_on_a_wrong_layer(monkeypatch, capsys):
