@@ -257,7 +257,7 @@ def _kernel_arrays(config, seed: int, length: int):
 
 
 def _scale_table(config, length: int, Z, m, channel: int):
-    N, d = config.num_scales, config.kernel_dim
+    N = config.num_scales
     rows, start = [], 0
     for i, (s, size) in enumerate(zip(config.scale_factors, config.scale_lengths)):
         decay = m ** (N - 1 - i)                                   # (H,)
