@@ -53,7 +53,7 @@ def _modules(implementation: str, H: int, L: int, channel_chunk=None):
 
 
 class TorchLayer:
-    """B=8, H=256, L=16384 float32 on 2 threads: sgconv.torch.SGConv vs the straightforward module."""
+    """B=8, H=256, L=16384 float32, 2 threads: sgconv.torch.SGConv vs the straightforward one."""
 
     params = [["sgconv", "straightforward"]]
     param_names = ["implementation"]

@@ -115,7 +115,7 @@ def _child(impl: str, mode: str, B: int, H: int, L: int, threads: int, chunk) ->
     module.zero_grad(set_to_none=True)
     exact = _reset_hwm()
     before = _rss_kib()
-    out = call()
+    call()                                         # its output is part of what it needed
     if exact:
         peak = _hwm_kib()
     else:
@@ -135,14 +135,14 @@ def _peak(impl: str, mode: str, B: int, H: int, L: int, threads: int, chunk=None
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _time(B: int, H: int, L: int, threads: int, repeats: int) -> dict:
+def _time(B: int, H: int, L: int, threads: int, repeats: int, input_grad: bool = True) -> dict:
     import torch
 
     torch.set_num_threads(threads)
     modules = {}
     for impl in ("straightforward", "sgconv"):
         modules[impl], u = _make(impl, B, H, L)
-    ug = u.clone().requires_grad_(True)
+    ug = u.clone().requires_grad_(input_grad)
     grad = torch.randn(B, H, L)
 
     def forward(m):
@@ -182,6 +182,9 @@ def main(argv=None) -> int:
                         help="also the long-sequence memory case B=1, H=64, L=2**20 with "
                              "channel_chunk=8 (forward, evaluation)")
     parser.add_argument("--no-memory", action="store_true", help="timings only")
+    parser.add_argument("--no-input-grad", action="store_true",
+                        help="forward+backward without the input's gradient (a first layer); "
+                             "by default u requires grad, as for any layer inside a network")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--chunk", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -192,8 +195,10 @@ def main(argv=None) -> int:
 
     import torch
     print(f"torch {torch.__version__}, {args.threads} threads, float32, "
-          f"B={args.B} H={args.H} L={args.L}, median of {args.repeats} interleaved repeats")
-    times = _time(args.B, args.H, args.L, args.threads, args.repeats)
+          f"B={args.B} H={args.H} L={args.L}, median of {args.repeats} interleaved repeats, "
+          f"input {'without' if args.no_input_grad else 'with'} gradient")
+    times = _time(args.B, args.H, args.L, args.threads, args.repeats,
+                  input_grad=not args.no_input_grad)
     print(f"{'':18s} {'straightforward':>16s} {'sgconv':>10s} {'speed-up':>9s}")
     for name, t in times.items():
         print(f"{name:18s} {t['straightforward']:15.3f}s {t['sgconv']:9.3f}s "

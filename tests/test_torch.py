@@ -25,8 +25,8 @@ import reference  # noqa: E402
 import sgconv  # noqa: E402
 import sgconv.torch.functional as SF  # noqa: E402
 from conformance import oracle  # noqa: E402
-from conformance.tolerance import (assert_close, conv_bound, kernel_bound, layer_bound,  # noqa: E402
-                                    layer_vjp_bound)
+from conformance.tolerance import (  # noqa: E402
+    assert_close, conv_bound, kernel_bound, layer_bound, layer_vjp_bound)
 from sgconv import _ops  # noqa: E402
 from sgconv.backends.torch import fast_len  # noqa: E402
 from sgconv.torch import GConv, SGConv  # noqa: E402
@@ -313,7 +313,7 @@ def test_straightforward_baseline_matches_reference(bidirectional):
     check_layer(m, u, base(u), "float64", f"straightforward baseline bidirectional={bidirectional}")
 
 
-# --- evaluation cache ------------------------------------------------------------------------------
+# --- evaluation cache -------------------------------------------------------------------------
 
 def test_spectrum_cache_reused_and_invalidated(monkeypatch):
     calls = []
@@ -607,7 +607,7 @@ def test_functional_kernel_and_conv_match_reference():
                      f"functional.conv block_size={block}")
 
 
-# --- CUDA (skipped with the reason where there is none) ----------------------------------------------
+# --- CUDA (skipped with the reason where there is none) ----------------------------------------
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda is not available")
 

@@ -1,12 +1,16 @@
 """PyTorch backend: torch tensors on the CPU or a CUDA device, with autograd.
 
 The generic math in :mod:`sgconv._ops` runs unchanged on tensors; this file supplies
-conversion, ``torch.fft``, the device of the result, and two measured fast paths:
+conversion, ``torch.fft``, the device of the result, and the fast paths that measurements
+on the project's CPU showed worth having (numbers at each):
 
 * ``fft_conv``: the FFT convolution as one :class:`torch.autograd.Function` whose backward
   pass keeps the input's spectrum and the kernel's, not the length-n intermediates that
-  autograd would hold, and computes the adjoint (a correlation) with real transforms.
+  autograd would hold, and computes the adjoint (a correlation) with real transforms;
+  without autograd the spectral product is taken in place.
+* ``upsample``: SPEC's stretch of the sub-kernels is ``F.interpolate``'s, one fused pass.
 * ``linear_channels``: the channel mixing as one ``baddbmm`` (bias folded into the GEMM).
+* ``gelu``: torch's exact (erf) GELU kernel; ``take``: ``gather``.
 
 ``torch`` is imported by :meth:`TorchBackend.load`, never by ``import sgconv``.
 """
@@ -20,9 +24,6 @@ import numpy as np
 from ._base import Backend, BackendUnavailableError
 
 __all__ = ["TorchBackend", "fast_len"]
-
-_FAST_RADICES = (2, 3, 5, 7)
-
 
 @functools.lru_cache(maxsize=1024)
 def fast_len(n: int) -> int:
@@ -246,9 +247,11 @@ def _make_fft_conv(torch):
     """The FFT convolution as a torch.autograd.Function (built once torch is imported).
 
     Forward: y = irfft(U * K, n)[..., :keep] with U = rfft(u, n), K = k_f.
-    Saved: conj(U) (B, H, ..., F) and K; autograd alone would also hold the product.  The output
-    is made contiguous so that what GELU saves for backward is (B, C, H, L), not a view
-    into the (B, C, H, n) buffer.
+    Saved: conj(U) (B, H, ..., F), only when K needs a gradient, and K; autograd alone
+    would also hold the product.  The output is a view of the first ``keep`` samples of
+    the irfft's buffer: a contiguous copy would cost a pass and a fresh allocation (the
+    GELU after it keeps the buffer for its backward; the peak-memory comparison in
+    asv_benchmarks/compare_torch.py includes that).
 
     Backward, with G = rfft(g, n) (zero-padding g to n is the adjoint of the crop):
       grad_u = irfft(sum_c G * conj(K), n)[..., :P]     (correlation: adjoint of convolution)
@@ -265,10 +268,11 @@ def _make_fft_conv(torch):
         def forward(ctx, u, k_f, n, keep):
             u_f = torch.fft.rfft(u, n=n)                              # (B, H, ..., F)
             y = torch.fft.irfft(u_f[:, None] * k_f, n=n)[..., :keep]  # (B, C, H, ..., keep)
-            # Backward needs conj(U): conjugate the buffer in place once now, rather than
+            # grad_K needs conj(U): conjugate the buffer in place once now, rather than
             # have every product in backward materialise a conjugated copy (measured: the
             # copies took 0.35 s of a 3.4 s step at B=8, H=256, L=16384).
-            ctx.save_for_backward(u_f.conj_physical_(), k_f)
+            u_conj = u_f.conj_physical_() if ctx.needs_input_grad[1] else None
+            ctx.save_for_backward(u_conj, k_f)
             ctx.n, ctx.length = n, u.shape[-1]
             return y
 

@@ -38,7 +38,8 @@ def _parse_mode(mode) -> dict:
         raise ValueError(f"mode {mode!r} is not understood: expected 'cat' and one of "
                          f"'randn'/'cos', optionally with 'nearest', 'learnable' and 'fixed', "
                          f"joined by '_' (e.g. 'cat_randn', 'cat_randn_nearest', "
-                         f"'cat_randn_learnable')" + (f"; unknown words {unknown}" if unknown else ""))
+                         f"'cat_randn_learnable')"
+                         + (f"; unknown words {unknown}" if unknown else ""))
     if "fixed" in words and "learnable" not in words:
         raise ValueError(f"mode {mode!r}: 'fixed' only applies to the 'learnable' decay")
     return {"init": "cos" if "cos" in words else "randn",
