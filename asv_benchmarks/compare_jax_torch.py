@@ -21,7 +21,9 @@ u (B, H, L) and the same output gradient g.
 
 Each repeat runs every variant once, in an order that rotates between repeats; the
 medians are reported (the machine is shared and noisy: the median of interleaved runs is
-what that noise affects least), with the ratio JAX / the fastest torch variant.  The
+what that noise affects least), with the ratio JAX / the fastest torch variant; the
+minimum and the process CPU time per call (all threads; PyTorch's OpenMP threads may spin
+while waiting, which counts) are printed beside it as a check on the noise.  The
 issue's target is a ratio of at most 1.3.  When sgconv's torch backend is not available
 the torch rows are skipped with a message and only JAX is timed.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -127,17 +130,27 @@ def measure(B: int, H: int, L: int, repeats: int, threads: int | None, seed: int
     if skipped is None:
         variants.update(torch_side)
     names = list(variants)
-    result = {}
+    result, cpu_result, best = {}, {}, {}
     for mode in ("forward", "forward+backward"):
         samples = {name: [] for name in names}
+        cpu_samples = {name: [] for name in names}
         for r in range(repeats):
             order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
             for name in order:
-                t0 = time.perf_counter()
+                c0, t0 = _cpu_seconds(), time.perf_counter()
                 variants[name][mode]()
                 samples[name].append(time.perf_counter() - t0)
+                cpu_samples[name].append(_cpu_seconds() - c0)
         result[mode] = {name: statistics.median(s) for name, s in samples.items()}
-    return {"times": result, "skipped": skipped}
+        best[mode] = {name: min(s) for name, s in samples.items()}
+        cpu_result[mode] = {name: statistics.median(s) for name, s in cpu_samples.items()}
+    return {"times": result, "best": best, "cpu": cpu_result, "skipped": skipped}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (all threads), user + system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv=None) -> int:
@@ -160,9 +173,10 @@ def main(argv=None) -> int:
         import torch
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for mode, times in out["times"].items():
-        print(f"\n{mode}:")
+        print(f"\n{mode}:                  median      min   CPU time (median)")
         for name, t in times.items():
-            print(f"  {name:16s} {t:8.3f} s")
+            print(f"  {name:16s} {t:8.3f} s {out['best'][mode][name]:7.3f} s "
+                  f"{out['cpu'][mode][name]:8.3f} s")
         torch_times = {k: v for k, v in times.items() if k.startswith("torch")}
         if torch_times:
             best = min(torch_times, key=torch_times.get)

@@ -583,6 +583,10 @@ def test_errors_say_what_was_expected():
         sgj.apply(params, u, dropout=0.1, key=jax.random.split(jax.random.key(0), 2))
     with pytest.raises(TypeError, match="jax array"):
         sgconv.apply(params, u)                     # numpy backend active, jax arrays given
+    params64 = sgconv.init(SMALL, 0, dtype="float64")            # NumPy float64, x64 off
+    with pytest.raises(TypeError, match=r"jax_enable_x64.*as_jax_params\(params, jnp.float32\)"):
+        sgj.apply(params64, u)
+    assert sgj.as_jax_params(params64, jnp.float32).dtype == "float32"   # the suggested fix
     torch = sys.modules.get("torch")
     if torch is not None:
         with pytest.raises(TypeError, match="torch"):

@@ -263,3 +263,17 @@ class JaxBackend(Backend):
     def gelu(self, x):
         """Exact (erf) GELU, XLA's fused form."""
         return self._jax.nn.gelu(x, approximate=False)
+
+    def linear_channels(self, y, weight, bias):
+        """out (B, H, L) = weight (H, C*H) @ y[b] (C*H, L) + bias, as a batched GEMM.
+
+        Written ``weight @ y``, XLA:CPU merges B and L into one GEMM over a (C*H, B*L)
+        copy of y and transposes the result back, in the forward and again in the
+        backward pass.  With B as a batch dimension of ``dot_general`` every GEMM reads
+        y[b] in place.  Measured (B=8, H=256, L=16384, float32, 2 cores, CPU time of the
+        jitted layer): forward 1.15 s -> 1.07 s, forward+backward 3.41 s -> 2.35 s.
+        """
+        lax, jnp = self._jax.lax, self._jnp
+        w = jnp.broadcast_to(weight, (y.shape[0],) + weight.shape)    # (B, H, C*H)
+        out = lax.dot_general(w, y, (((2,), (1,)), ((0,), (0,))))     # (B, H, L)
+        return out + bias[:, None]

@@ -23,6 +23,7 @@ from .._api import validate_input
 from .._config import SGConvConfig
 from .._params import Params, init as _numpy_init
 from .._switch import backend as _get_backend
+from ..backends._base import array_framework
 
 __all__ = ["init", "kernel", "apply", "trainable", "as_jax_params"]
 
@@ -54,19 +55,25 @@ def _check_params(params) -> None:
 
 
 def as_jax_params(params: Params, dtype=None) -> Params:
-    """``params`` with every array a JAX array (those of any backend are converted).
+    """``params`` with every array a JAX array (arrays of any backend are converted).
 
     dtype: None keeps the stored dtype; float64 needs JAX's 64-bit mode (else TypeError,
-    never a silent rounding to float32).  JAX arrays and tracers pass through unchanged.
+    never a silent rounding to float32).  JAX arrays and tracers pass through (cast only
+    when ``dtype`` asks for it).
     """
     _check_params(params)
     name = None if dtype is None else _dtype_name(dtype)
-    if params.backend == "jax":
-        if name is None:
-            return params
-        return params._map(lambda x: _BK.cast(x, name))
+
+    def convert(x):
+        if _BK.is_native(x):
+            return x if name is None else _BK.cast(x, name)
+        owner = array_framework(x)
+        if owner not in (None, "numpy"):
+            x = _get_backend(owner).to_numpy(x)                   # torch, cupy: via the host
+        return _BK.asarray(x, dtype=name)
+
     try:
-        return params.to("jax", name)
+        return params._map(convert)
     except TypeError as exc:
         raise TypeError(f"cannot convert the {params.backend} parameters to JAX: {exc} (or "
                         f"choose the dtype: sgconv.jax.as_jax_params(params, jnp.float32))") from exc
