@@ -1,15 +1,16 @@
 """sgconv.torch.SGConv against the straightforward PyTorch SGConv (torch_straightforward.py).
 
-``TorchLayer``: B=8, H=256, L=16384 (l_max = L, d = 64, N = 9 scales, C = 1), float32, torch
-on 2 threads (``torch.set_num_threads(2)``), the same weights (copied from the baseline
-into sgconv's module) and the same input for both rows:
+``TorchLayer`` / ``TorchLayerTrain``: B=8, H=256, L=16384 (l_max = L, d = 64, N = 9
+scales, C = 1), float32, torch on 2 threads (``torch.set_num_threads(2)``), the same
+weights (SGConv's initial ones, copied into the baseline) and the same input in both rows:
 
-- ``time_forward``: evaluation mode under ``torch.no_grad()``; sgconv reuses its cached
-  kernel spectrum (built by the warm-up call in setup), the baseline rebuilds its kernel.
-- ``time_forward_backward``: training mode, input requiring grad (a layer inside a
-  network), ``module(u).backward(g)`` with a fixed output gradient g.
-- ``peakmem_*``: asv's peak resident memory of the process (ru_maxrss) around the same
-  calls; setup holds the module, u and g in both rows.
+- ``TorchLayer.time_forward``: evaluation mode under ``torch.no_grad()``; sgconv reuses
+  its cached kernel spectrum (built by the warm-up call in setup), the baseline rebuilds
+  its kernel.
+- ``TorchLayerTrain.time_forward_backward``: training mode, input requiring grad (a layer
+  inside a network), ``module(u).backward(g)`` with a fixed output gradient g.
+- ``peakmem_*``: asv's peak resident memory of the process (ru_maxrss), which includes
+  setup (module, u, g and one warm-up of the same call, nothing else).
 
 ``LongSequence``: B=1, H=64, L=2**20 forward in evaluation mode, sgconv with
 ``channel_chunk=8`` and without, beside the baseline: time and peak memory (the input is
@@ -52,7 +53,7 @@ def _modules(implementation: str, H: int, L: int, channel_chunk=None):
     return base, torch
 
 
-class TorchLayer:
+class _Layer:
     """B=8, H=256, L=16384 float32, 2 threads: sgconv.torch.SGConv vs the straightforward one."""
 
     params = [["sgconv", "straightforward"]]
@@ -72,31 +73,39 @@ class TorchLayer:
         self.u = torch.randn(B, H, L, generator=generator)
         self.ug = self.u.clone().requires_grad_(True)
         self.g = torch.randn(B, H, L, generator=generator)
-        self._forward()                           # FFT plans, sgconv's kernel-spectrum cache
-        self._forward_backward()
+        self._call()                              # FFT plans, sgconv's kernel-spectrum cache
 
-    def _forward(self):
+
+class TorchLayer(_Layer):
+    """Evaluation: forward under torch.no_grad() (setup warms only this call, so that the
+    peak memory is the forward's)."""
+
+    def _call(self):
         self.module.eval()
         with self.torch.no_grad():
             return self.module(self.u)
 
-    def _forward_backward(self):
+    def time_forward(self, implementation):
+        self._call()
+
+    def peakmem_forward(self, implementation):
+        self._call()
+
+
+class TorchLayerTrain(_Layer):
+    """Training: forward and backward, u requiring grad, a fixed output gradient."""
+
+    def _call(self):
         self.module.train()
         self.ug.grad = None
         self.module.zero_grad(set_to_none=True)
         self.module(self.ug).backward(self.g)
 
-    def time_forward(self, implementation):
-        self._forward()
-
     def time_forward_backward(self, implementation):
-        self._forward_backward()
-
-    def peakmem_forward(self, implementation):
-        self._forward()
+        self._call()
 
     def peakmem_forward_backward(self, implementation):
-        self._forward_backward()
+        self._call()
 
 
 class LongSequence:
@@ -118,6 +127,7 @@ class LongSequence:
         self.module.eval()
         self.torch = torch
         self.u = torch.randn(B, H, L, generator=torch.Generator().manual_seed(1))
+        self._forward()                           # FFT plans (and the unchunked kernel cache)
 
     def _forward(self):
         with self.torch.no_grad():
