@@ -57,6 +57,9 @@ def _upsample(bk, w, factor: int, interpolation: str):
     """(C', H, d) -> (C', H, d*factor)."""
     if factor == 1:
         return w                                                   # scales 0 and 1 keep length d
+    fused = bk.upsample(w, factor, interpolation)
+    if fused is not None:
+        return fused                                               # the backend's one-pass kernel
     lo, hi, frac = upsample_index(w.shape[-1], factor, interpolation)
     if hi is None:
         return bk.take(w, lo)

@@ -184,6 +184,11 @@ class Backend:
         """Exact GELU, x/2 (1 + erf(x / sqrt 2)); frameworks with a fused one override this."""
         return 0.5 * x * (1.0 + self.erf(x * (1.0 / 2.0 ** 0.5)))
 
+    def upsample(self, w, factor: int, interpolation: str):
+        """Optional fused stretch (C', H, d) -> (C', H, d*factor) exactly as SPEC step 1
+        defines it; None (the default) makes the generic code gather and blend."""
+        return None
+
     def linear_channels(self, y, weight, bias):
         """out (B, H, L) = weight (H, C*H) @ y (B, C*H, L) + bias (H,)[:, None]."""
         return weight @ y + bias[:, None]
