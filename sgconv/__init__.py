@@ -15,6 +15,7 @@ Quick start::
 Backends: ``sgconv.use('torch')``, ``with sgconv.using('jax'): ...``.
 """
 
+from . import interop
 from ._api import apply, conv, kernel
 from ._config import SGConvConfig
 from ._params import Params, from_state_dict, init, load, save, to_state_dict
@@ -28,5 +29,6 @@ __all__ = [
     "SGConvConfig", "Params", "init", "kernel", "conv", "apply",
     "from_state_dict", "to_state_dict", "save", "load",
     "use", "using", "get_backend", "backend", "available_backends", "known_backends",
-    "register_backend", "BackendInfo", "Backend", "BackendUnavailableError", "__version__",
+    "register_backend", "BackendInfo", "Backend", "BackendUnavailableError", "interop",
+    "__version__",
 ]
