@@ -25,7 +25,7 @@ from __future__ import annotations
 from .common import (AUTODIFF_BACKENDS, BACKENDS, BATCH, D_MODEL, DTYPES, LENGTHS, compiled,
                      forward_backward_fn, forward_fn, layer_config, make_params,
                      max_relative_error, native, oracle_layer, random_input, reference_state,
-                     require_backend, sgconv, to_numpy)
+                     require_backend, sgconv, SMALLEST, to_numpy)
 
 _GRID = dict(params=(list(BACKENDS), list(LENGTHS), list(DTYPES)),
              param_names=["backend", "L", "dtype"])
@@ -125,7 +125,7 @@ class LayerMemory(_Base):
 class ParameterCount:
     """Learned kernel weights vs L for H=32, C=1, d=64: N*C'*H*d grows as log2(L)."""
 
-    params = [list(LENGTHS) + [2 ** 18, 2 ** 20]]
+    params = [list(LENGTHS) + ([] if SMALLEST else [2 ** 18, 2 ** 20])]
     param_names = ["L"]
 
     def track_kernel_parameters(self, L):

@@ -16,6 +16,9 @@ weights (SGConv's initial ones, copied into the baseline) and the same input in 
 ``channel_chunk=8`` and without, beside the baseline: time and peak memory (the input is
 256 MiB; asv's peak includes the interpreter, torch and the module).
 
+With ``SGCONV_BENCH_SMALLEST=1`` (CI) every row runs at a small size instead, only to show
+that it still works.
+
 ``python asv_benchmarks/compare_torch.py`` runs the same comparisons interleaved in one
 process and prints the ratios (and the peak memory of one call above the setup).  Rows
 skip (NotImplementedError in setup) when torch or sgconv's torch backend is missing.
@@ -23,7 +26,7 @@ skip (NotImplementedError in setup) when torch or sgconv's torch backend is miss
 
 from __future__ import annotations
 
-from .common import require_backend
+from .common import SMALLEST, require_backend
 
 THREADS = 2
 
@@ -66,7 +69,8 @@ class _Layer:
     timeout = 900
 
     def setup(self, implementation):
-        B, H, L = 8, 256, 16384
+        # CI's smallest-size run (SGCONV_BENCH_SMALLEST=1) only checks that the rows still work.
+        B, H, L = (1, 16, 1024) if SMALLEST else (8, 256, 16384)
         self.module, torch = _modules(implementation, H, L)
         self.torch = torch
         generator = torch.Generator().manual_seed(1)
@@ -120,7 +124,7 @@ class LongSequence:
     timeout = 900
 
     def setup(self, implementation):
-        B, H, L = 1, 64, 2 ** 20
+        B, H, L = (1, 8, 2 ** 12) if SMALLEST else (1, 64, 2 ** 20)
         chunk = 8 if implementation == "sgconv-chunked" else None
         impl = "straightforward" if implementation == "straightforward" else "sgconv"
         self.module, torch = _modules(impl, H, L, channel_chunk=chunk)

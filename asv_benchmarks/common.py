@@ -33,7 +33,8 @@ except ImportError:  # asv -E existing without `pip install .`: use this checkou
     sys.path.insert(0, REPO_ROOT)
     import sgconv
 
-__all__ = ["sgconv", "REPO_ROOT", "BACKENDS", "AUTODIFF_BACKENDS", "LENGTHS", "DTYPES",
+__all__ = ["sgconv", "REPO_ROOT", "SMALLEST", "BACKENDS", "AUTODIFF_BACKENDS", "LENGTHS",
+           "DTYPES",
            "BATCH", "D_MODEL", "SEED", "reference", "require_backend", "require_dtype",
            "native", "synchronize", "layer_config", "random_input", "make_params", "compiled",
            "forward_fn", "forward_backward_fn", "to_numpy", "max_relative_error",
@@ -43,8 +44,11 @@ __all__ = ["sgconv", "REPO_ROOT", "BACKENDS", "AUTODIFF_BACKENDS", "LENGTHS", "D
 BACKENDS = ("numpy", "torch", "jax", "cupy")
 #: Backends whose arrays carry gradients (forward+backward is timed for these).
 AUTODIFF_BACKENDS = ("torch", "jax")
+#: CI sets SGCONV_BENCH_SMALLEST=1 to run every benchmark once at its smallest size, so the
+#: suite cannot rot without costing CI the full grid (see .ci/run).
+SMALLEST = os.environ.get("SGCONV_BENCH_SMALLEST", "") == "1"
 #: Sequence lengths L of the main grid.
-LENGTHS = (1024, 4096, 16384, 65536)
+LENGTHS = (1024,) if SMALLEST else (1024, 4096, 16384, 65536)
 #: Floating dtypes of the grid (half precision is computed in float32, so not a separate row).
 DTYPES = ("float32", "float64")
 #: Batch B and width H: small enough that the largest L runs in well under a second on CPU.
