@@ -98,14 +98,14 @@ def examples(draw, *, dtypes=("float32", "float64"), modes=(False, True), min_le
     C = draw(st.integers(1, 2))
     d = draw(st.integers(1, 8))
     bidirectional = draw(st.sampled_from(modes))
+    N = draw(st.integers(1, 4))
     if draw(st.booleans()):                       # N given directly
-        n_scales = draw(st.integers(1, 4))
-        N = n_scales
+        n_scales = N
         l_max = draw(st.integers(1, d * 2 ** (N - 1)))
-    else:                                         # N derived from l_max, as SPEC says
+    else:                                         # an l_max from which SPEC derives this N
         n_scales = None
-        l_max = draw(st.integers(1, 8 * d))
-        N = max(1, 1 + (-(-l_max // d) - 1).bit_length())
+        lowest = 1 if N == 1 else d * 2 ** (N - 2) + 1
+        l_max = draw(st.integers(lowest, d * 2 ** (N - 1)))
     K = d * 2 ** (N - 1)
     learnable = draw(st.sampled_from((False, False, False, True)))
     interpolation = draw(st.sampled_from(("linear", "linear", "linear", "nearest")))

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, seed, settings
 __all__ = ["CI_MAX_EXAMPLES", "THOROUGH_MAX_EXAMPLES", "CI_SEED", "ENV_VAR", "activate",
            "active_name", "conformance_settings", "conformance_test"]
 
-CI_MAX_EXAMPLES = 12
+CI_MAX_EXAMPLES = 20
 CI_SEED = 2210_09298  # the paper's arXiv number
 THOROUGH_MAX_EXAMPLES = 400
 ENV_VAR = "SGCONV_HYPOTHESIS_PROFILE"
