@@ -47,7 +47,8 @@ def _split(values) -> list[str]:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "autodiff: needs a backend with automatic differentiation")
-    plugins = _split(config.getoption("--backend-plugin")) or _split([os.environ.get(PLUGINS_ENV, "")])
+    plugins = (_split(config.getoption("--backend-plugin"))
+               or _split([os.environ.get(PLUGINS_ENV, "")]))
     for module in plugins:
         try:
             importlib.import_module(module)

@@ -427,12 +427,14 @@ def check_init(name: str, ex: Example) -> None:
                            where("initial kernel rows must have unit norm over the full K"))
     excess = np.maximum(tolerance.norm2(k_part) - 1.0, 0.0)
     tolerance.assert_close(excess, np.zeros_like(excess), slack,
-                           where(f"a prefix kernel(params, L={ex.length}) must have row norms <= 1"))
+                           where(f"a prefix kernel(params, L={ex.length}) must have row "
+                                 f"norms <= 1"))
     # N per SPEC: n_scales, else 1 + ceil(log2(l_max / d)), never below 1.
     N = ex.n_scales if ex.n_scales is not None else max(1, 1 + math.ceil(math.log2(ex.l_max / d)))
     Cp, H = ex.kernel_rows, ex.d_model
     assert cfg.num_scales == N, where(f"config.num_scales={cfg.num_scales}, SPEC says N={N}")
-    assert shapes == [(Cp, H, d)] * N, where(f"sub-kernel shapes {shapes}, expected {N} x {(Cp, H, d)}")
+    assert shapes == [(Cp, H, d)] * N, where(f"sub-kernel shapes {shapes}, expected "
+                                             f"{N} x {(Cp, H, d)}")
     count = N * Cp * H * d
     assert sum(sizes) == count == cfg.num_kernel_parameters, where(
         f"{sum(sizes)} sub-kernel weights (config says {cfg.num_kernel_parameters}), "
@@ -466,7 +468,8 @@ def check_dtypes_shapes(name: str, ex: Example) -> None:
                                                               f"{frameworks.array_framework(x)}")
             assert bk.dtype_name(x) == ex.dtype, where(f"{what} has dtype {bk.dtype_name(x)}, "
                                                        f"expected {ex.dtype}")
-            assert tuple(x.shape) == shape, where(f"{what} has shape {tuple(x.shape)}, expected {shape}")
+            assert tuple(x.shape) == shape, where(f"{what} has shape {tuple(x.shape)}, "
+                                                  f"expected {shape}")
             if device is not None:
                 assert frameworks.device_of(x) == device, where(
                     f"{what} is on {frameworks.device_of(x)}, its input on {device}")
@@ -475,13 +478,15 @@ def check_dtypes_shapes(name: str, ex: Example) -> None:
         for field, value in params.arrays().items():
             for i, arr in enumerate(value if field == "kernels" else (value,)):
                 if arr is not None:
-                    expect(arr, tuple(arr.shape), f"init(...).{field}" + (f"[{i}]" if field == "kernels" else ""), None)
+                    what = f"init(...).{field}" + (f"[{i}]" if field == "kernels" else "")
+                    expect(arr, tuple(arr.shape), what, None)
         x = bk.asarray(np.ascontiguousarray(u if ex.transposed else u.swapaxes(1, 2)))
         device = frameworks.device_of(x)
         k = sgconv.kernel(params, L)
         expect(k, (Cp, H, L), "sgconv.kernel(params, L)", frameworks.device_of(params.D))
         u_bhl = bk.asarray(u)
-        y = sgconv.conv(u_bhl, k, params.D, bidirectional=ex.bidirectional, block_size=_valid_block(ex, L))
+        y = sgconv.conv(u_bhl, k, params.D, bidirectional=ex.bidirectional,
+                        block_size=_valid_block(ex, L))
         expect(y, (B, C, H, L), "sgconv.conv(u, k, D)", frameworks.device_of(u_bhl))
         layout = (B, H, L) if ex.transposed else (B, L, H)
         y = sgconv.apply(params, x, transposed=ex.transposed, block_size=ex.block_size)
@@ -504,13 +509,16 @@ def _same_arrays(bk, p, q, what, where):
             if x is None:
                 assert y is None, where(f"{what}: {field} appeared")
                 continue
-            assert bk.is_native(y), where(f"{what}: {field} is a {type(y).__name__}, not a {bk.name} array")
+            assert bk.is_native(y), where(f"{what}: {field} is a {type(y).__name__}, "
+                                          f"not a {bk.name} array")
             assert bk.dtype_name(y) == bk.dtype_name(x), where(
                 f"{what}: {field} has dtype {bk.dtype_name(y)}, expected {bk.dtype_name(x)}")
             xa, ya = bk.to_numpy(x), bk.to_numpy(y)
-            assert xa.shape == ya.shape and np.array_equal(xa, ya), where(
-                f"{what}: {field} changed (max |diff| "
-                f"{np.max(np.abs(xa.astype(np.float64) - ya)) if xa.shape == ya.shape else 'shape'})")
+            if xa.shape != ya.shape:
+                raise AssertionError(where(f"{what}: {field} has shape {ya.shape}, "
+                                           f"expected {xa.shape}"))
+            diff = np.max(np.abs(xa.astype(np.float64) - ya), initial=0.0)
+            assert np.array_equal(xa, ya), where(f"{what}: {field} changed, max |diff| {diff}")
 
 
 def check_transfer(name: str, ex: Example) -> None:
@@ -538,8 +546,8 @@ def check_transfer(name: str, ex: Example) -> None:
         for what, q in moved.items():
             for field in ("d_model", "channels", "kernel_dim", "num_scales", "kernel_length",
                           "bidirectional", "interpolation", "learnable_decay"):
-                assert getattr(q.config, field) == getattr(cfg, field), where(
-                    f"{what}: config.{field} {getattr(q.config, field)!r} != {getattr(cfg, field)!r}")
+                got, want = getattr(q.config, field), getattr(cfg, field)
+                assert got == want, where(f"{what}: config.{field} {got!r} != {want!r}")
             _same_arrays(bk, params, q, what, where)
             _close("check_transfer", name, ex, _apply(bk, ex, q, u), y, 2 * bound,
                    f"apply({what}, u) == apply(params, u)")
@@ -548,7 +556,8 @@ def check_transfer(name: str, ex: Example) -> None:
         with frameworks.precision(bk, "float64"):
             q = params.to(name, dtype=other)
             for x, z in zip(params.kernels + (params.D,), q.kernels + (q.D,)):
-                assert bk.dtype_name(z) == other, where(f"Params.to(dtype={other!r}) gave {bk.dtype_name(z)}")
+                assert bk.dtype_name(z) == other, where(
+                    f"Params.to(dtype={other!r}) gave {bk.dtype_name(z)}")
                 assert np.array_equal(bk.to_numpy(z), bk.to_numpy(x).astype(other)), where(
                     f"Params.to(dtype={other!r}) is not the correctly rounded conversion")
     with session("numpy", ex.dtype) as nbk:
@@ -599,7 +608,8 @@ def check_gradients(name: str, ex: Example) -> None:
         dtypes |= {bk.dtype_name(t) for t in cgrads}
         cgrads = [_np(bk, t) for t in cgrads]
     where = lambda what: _where("check_gradients", name, ex, what)  # noqa: E731
-    assert dtypes == {ex.dtype}, where(f"gradients have dtypes {sorted(dtypes)}, expected {ex.dtype}")
+    assert dtypes == {ex.dtype}, where(f"gradients have dtypes {sorted(dtypes)}, "
+                                       f"expected {ex.dtype}")
 
     gu, gws, gD = oracle.layer_vjp(state, ex.config, x, gx, ex.transposed)
     bu, bws, bD = tolerance.layer_vjp_bound(state, ex.config, u, g, ex.dtype, blocks=blocks)
@@ -614,9 +624,11 @@ def check_gradients(name: str, ex: Example) -> None:
     bu, bk_, bD = tolerance.conv_vjp_bound(uk, k, D, ex.bidirectional, gy, ex.dtype,
                                            blocks=block != 0)
     _close("check_gradients", name, ex, cgrads[0], cu, bu, "conv: d<gy, y>/du == reference adjoint")
-    _close("check_gradients", name, ex, cgrads[1], ck, bk_, "conv: d<gy, y>/dk == reference adjoint")
+    _close("check_gradients", name, ex, cgrads[1], ck, bk_,
+           "conv: d<gy, y>/dk == reference adjoint")
     if D is not None:
-        _close("check_gradients", name, ex, cgrads[2], cD, bD, "conv: d<gy, y>/dD == reference adjoint")
+        _close("check_gradients", name, ex, cgrads[2], cD, bD,
+               "conv: d<gy, y>/dD == reference adjoint")
 
 
 #: Every property by short name, in the order the suite runs them.
