@@ -8,7 +8,7 @@ from . import _ops
 from ._params import Params
 from ._switch import backend as _backend
 
-__all__ = ["kernel", "conv", "apply", "validate_input"]
+__all__ = ["kernel", "conv", "apply", "validate_input", "validate_conv"]
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 
@@ -46,6 +46,32 @@ def validate_input(bk, u, d_model: int | None, transposed: bool = True):
     if u.shape[0] == 0:
         raise ValueError(f"u has batch size B=0 (shape {tuple(u.shape)}); expected B >= 1")
     return u
+
+
+def validate_conv(bk, u, k, D, bidirectional: bool):
+    """Check conv's arguments: u (B, H, L), k (C', H, Lk) with 1 <= Lk <= L, D (C, H) or None.
+
+    Returns them as native arrays on u's device (dtypes unchanged).
+    """
+    u = validate_input(bk, u, None)
+    k = bk.asarray(k, like=u)
+    _check_float("k", bk.dtype_name(k))
+    B, H, L = u.shape
+    if k.ndim != 3 or k.shape[1] != H:
+        raise ValueError(f"k must have shape (C', H={H}, Lk), got {tuple(k.shape)}")
+    if not 1 <= k.shape[-1] <= L:
+        raise ValueError(f"k has {k.shape[-1]} taps but u has length L={L}; expected 1 <= Lk <= L "
+                         f"(cut the kernel to L: k[..., :L])")
+    if bidirectional and k.shape[0] % 2:
+        raise ValueError(f"bidirectional=True needs an even number of kernel rows (C causal + "
+                         f"C anti-causal), got {k.shape[0]}")
+    C = k.shape[0] // 2 if bidirectional else k.shape[0]
+    if D is not None:
+        D = bk.asarray(D, like=u)
+        _check_float("D", bk.dtype_name(D))
+        if tuple(D.shape) != (C, H):
+            raise ValueError(f"D must have shape (C={C}, H={H}), got {tuple(D.shape)}")
+    return u, k, D
 
 
 def _check_params(params) -> None:
@@ -93,26 +119,10 @@ def conv(u, k, D=None, *, bidirectional: bool = False, block_size: int | None = 
     planner choose overlap-add when the kernel is much shorter than L; 0 forces one FFT.
     """
     bk = _backend()
-    u = validate_input(bk, u, None)
+    u, k, D = validate_conv(bk, u, k, D, bidirectional)
     dtype = bk.dtype_name(u)
     cdtype = _ops.compute_dtype(dtype)
-    k = bk.asarray(k, like=u)
-    _check_float("k", bk.dtype_name(k))
-    B, H, L = u.shape
-    if k.ndim != 3 or k.shape[1] != H:
-        raise ValueError(f"k must have shape (C', H={H}, Lk), got {tuple(k.shape)}")
-    if not 1 <= k.shape[-1] <= L:
-        raise ValueError(f"k has {k.shape[-1]} taps but u has length L={L}; expected 1 <= Lk <= L "
-                         f"(cut the kernel to L: k[..., :L])")
-    if bidirectional and k.shape[0] % 2:
-        raise ValueError(f"bidirectional=True needs an even number of kernel rows (C causal + "
-                         f"C anti-causal), got {k.shape[0]}")
-    C = k.shape[0] // 2 if bidirectional else k.shape[0]
     if D is not None:
-        D = bk.asarray(D, like=u)
-        _check_float("D", bk.dtype_name(D))
-        if tuple(D.shape) != (C, H):
-            raise ValueError(f"D must have shape (C={C}, H={H}), got {tuple(D.shape)}")
         D = bk.cast(D, cdtype)
     y = _ops.conv(bk, bk.cast(u, cdtype), bk.cast(k, cdtype), D, bidirectional, block_size)
     return bk.cast(y, dtype)

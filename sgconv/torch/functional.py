@@ -23,7 +23,7 @@ import numbers
 import torch
 
 from .. import _ops
-from .._api import _check_float, validate_input
+from .._api import validate_conv, validate_input
 from .._config import SGConvConfig
 from .._switch import backend as _get_backend
 
@@ -135,28 +135,14 @@ def conv(u, k, D=None, *, bidirectional: bool = False, block_size: int | None = 
     kernel is much shorter than L (cost ~ L log Lk), 0 forces one FFT, P > 0 blocks of P.
     """
     bk = _bk()
-    u = validate_input(bk, u, None)
     if not isinstance(k, torch.Tensor):
         raise TypeError(f"k must be a torch.Tensor (C', H, Lk), got {type(k).__name__}")
-    _check_float("k", bk.dtype_name(k))
-    B, H, L = u.shape
-    if k.ndim != 3 or k.shape[1] != H:
-        raise ValueError(f"k must have shape (C', H={H}, Lk), got {tuple(k.shape)}")
-    if not 1 <= k.shape[-1] <= L:
-        raise ValueError(f"k has {k.shape[-1]} taps but u has length L={L}; expected "
-                         f"1 <= Lk <= L (cut the kernel to L: k[..., :L])")
-    if bidirectional and k.shape[0] % 2:
-        raise ValueError(f"bidirectional=True needs an even number of kernel rows (C causal + "
-                         f"C anti-causal), got {k.shape[0]}")
-    C = k.shape[0] // 2 if bidirectional else k.shape[0]
+    if D is not None and not isinstance(D, torch.Tensor):
+        raise TypeError(f"D must be a torch.Tensor (C, H) or None, got {type(D).__name__}")
+    u, k, D = validate_conv(bk, u, k, D, bidirectional)
     cdtype = _compute_dtype(u.dtype)
     if D is not None:
-        if not isinstance(D, torch.Tensor):
-            raise TypeError(f"D must be a torch.Tensor (C, H) or None, got {type(D).__name__}")
-        _check_float("D", bk.dtype_name(D))
-        if tuple(D.shape) != (C, H):
-            raise ValueError(f"D must have shape (C={C}, H={H}), got {tuple(D.shape)}")
-        D = D.to(device=u.device, dtype=cdtype)
+        D = D.to(dtype=cdtype)
     with _no_autocast(u.device):
         y = _ops.conv(bk, u.to(cdtype), k.to(device=u.device, dtype=cdtype), D,
                       bidirectional, block_size)                   # (B, C, H, L)
