@@ -4,36 +4,5 @@ See ``reference/sgconv_ref.py`` for the literate definition and
 ``reference/README.md`` for how it maps onto the paper's equations.
 """
 
-from .sgconv_ref import (
-    cat_kernel,
-    conv,
-    conv_bidirectional,
-    conv_causal,
-    gelu,
-    init_state,
-    kernel,
-    kernel_from_raw,
-    layer,
-    n_scales,
-    normaliser,
-    num_parameters,
-    scale_factor,
-    upsample,
-)
-
-__all__ = [
-    "n_scales",
-    "scale_factor",
-    "upsample",
-    "cat_kernel",
-    "normaliser",
-    "kernel_from_raw",
-    "kernel",
-    "init_state",
-    "num_parameters",
-    "conv_causal",
-    "conv_bidirectional",
-    "conv",
-    "gelu",
-    "layer",
-]
+from .sgconv_ref import *  # noqa: F401,F403  (the public functions, listed once there)
+from .sgconv_ref import __all__  # noqa: F401
