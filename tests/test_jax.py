@@ -20,7 +20,7 @@ import reference  # noqa: E402
 import sgconv  # noqa: E402
 import sgconv.jax as sgj  # noqa: E402
 from sgconv import _ops  # noqa: E402
-from sgconv.backends.jax import next_fast_len  # noqa: E402
+from sgconv.backends.jax import hartley_irfft, next_fast_len  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BK = sgconv.backend("jax")
@@ -133,6 +133,34 @@ def test_next_fast_len_is_the_smallest_7_smooth_length():
         assert got >= n and smooth(got), n
         assert not any(smooth(m) for m in range(n, got)), n
     assert BK.next_fast_len(32767) == 32768
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 15, 16, 17, 63, 64, 1000, 1001])
+def test_hartley_irfft_equals_irfft(x64, n):
+    """The CPU inverse FFT (forward rfft + Hartley folds) is irfft, cropped, for any complex
+    half spectrum: even and odd n, every crop, imaginary parts of bin 0 / Nyquist ignored."""
+    F = n // 2 + 1
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((3, F)) + 1j * rng.standard_normal((3, F))   # not Hermitian-clean
+    want_full = np.fft.irfft(x, n=n, axis=-1)                            # (3, n)
+    # FFT rounding: each output sums F terms of size <= 2|x_k|/n over log2(n) stages.
+    tol = 8 * EPS["float64"] * max(math.log2(n), 1) * 2 * np.abs(x).sum(-1).max() / n
+    for keep in sorted({1, max(n // 2, 1), F, n}):
+        got = np.asarray(hartley_irfft(jnp, jnp.asarray(x), n, keep))
+        assert got.shape == (3, keep) and got.dtype == np.float64
+        np.testing.assert_allclose(got, want_full[:, :keep], rtol=0, atol=tol)
+        got_bk = np.asarray(jax.jit(lambda v, keep=keep: BK.irfft_head(v, n, keep))(x))
+        np.testing.assert_allclose(got_bk, want_full[:, :keep], rtol=0, atol=tol)
+
+
+def test_cpu_programs_take_the_forward_fft_path():
+    """On CPU the lowered layer has no inverse real FFT: the Hartley path was chosen."""
+    if jax.default_backend() != "cpu":
+        pytest.skip(f"JAX's default backend is {jax.default_backend()}, not cpu")
+    params = sgj.init(0, SMALL)
+    u = jnp.asarray(data((2, 3, 40), 1), jnp.float32)
+    hlo = jax.jit(lambda p, x: sgj.apply(p, x)).lower(params, u).compile().as_text()
+    assert "fft_type=RFFT" in hlo and "IRFFT" not in hlo
 
 
 def test_backend_reports_itself():
@@ -341,6 +369,32 @@ def test_value_and_grad_and_vmap():
     np.testing.assert_allclose(np.asarray(out[1]), np.asarray(sgj.apply(member, u[0])),
                                rtol=0, atol=1e-5 * float(jnp.abs(out).max()))
     assert not np.allclose(np.asarray(out[0]), np.asarray(out[1]))
+
+
+def test_forward_mode_jvp_agrees_with_reverse_mode(x64):
+    """jax.jvp and jax.jacfwd work too: <J v, g> from forward mode equals <v, J^T g> from
+    reverse mode, for a direction v in the parameters and the input together."""
+    cfg = sgconv.SGConvConfig(d_model=3, l_max=16, kernel_dim=4, bidirectional=True)
+    params = sgj.init(2, cfg, jnp.float64)
+    rng = np.random.default_rng(7)
+    u = jnp.asarray(rng.standard_normal((2, 3, 13)))
+    g = jnp.asarray(rng.standard_normal((2, 3, 13)))
+    v = jax.tree.map(lambda x, t: jnp.asarray(rng.standard_normal(x.shape)) * t,
+                     params, sgj.trainable(params))
+    vu = jnp.asarray(rng.standard_normal(u.shape))
+    y, jv = jax.jvp(sgj.apply, (params, u), (v, vu))
+    np.testing.assert_allclose(np.asarray(y), np.asarray(sgj.apply(params, u)), rtol=0,
+                               atol=1e-12 * float(jnp.abs(y).max()))
+    gp, gu = jax.grad(lambda p, x: jnp.vdot(sgj.apply(p, x), g), argnums=(0, 1))(params, u)
+    reverse = float(sum(jnp.vdot(a, b) for a, b in
+                        zip(jax.tree.leaves(gp), jax.tree.leaves(v)))) + float(jnp.vdot(gu, vu))
+    forward = float(jnp.vdot(jv, g))
+    assert abs(forward - reverse) <= 1e-10 * (abs(reverse) + float(jnp.abs(jv).sum())), \
+        (forward, reverse)
+    # jacfwd of a scalar function of u: a forward-mode gradient equal to reverse mode's.
+    jf = jax.jacfwd(lambda x: jnp.vdot(sgj.apply(params, x), g))(u)
+    np.testing.assert_allclose(np.asarray(jf), np.asarray(gu), rtol=0,
+                               atol=1e-10 * float(jnp.abs(gu).max()))
 
 
 # --- init -----------------------------------------------------------------------------------
