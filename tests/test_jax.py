@@ -371,6 +371,63 @@ def test_value_and_grad_and_vmap():
     assert not np.allclose(np.asarray(out[0]), np.asarray(out[1]))
 
 
+# --- prepare: the spectrum computed once, for inference ---------------------------------------
+
+@pytest.mark.parametrize("cfg_kwargs, L", CONFIGS)
+def test_prepared_equals_apply(cfg_kwargs, L):
+    """apply(prepare(params, L), u) is apply(params, u): layouts, unbatched input, jit, vmap."""
+    params = sgj.init(3, sgconv.SGConvConfig(**cfg_kwargs))
+    H = params.config.d_model
+    fast = sgj.prepare(params, L)
+    assert isinstance(fast, sgj.Prepared) and fast.length == L and fast.dtype == jnp.float32
+    assert len(jax.tree.leaves(fast)) == 3                   # spectrum, out_weight, out_bias
+    u = jnp.asarray(data((2, H, L), 8))
+    want = sgj.apply(params, u)
+    scale = float(jnp.abs(want).max())
+    close = lambda a, b: np.testing.assert_allclose(  # noqa: E731
+        np.asarray(a), np.asarray(b), rtol=0, atol=1e-5 * scale)
+    close(sgj.apply(fast, u), want)
+    close(jax.jit(sgj.apply)(fast, u), want)
+    close(sgj.apply(fast, u.swapaxes(1, 2), transposed=False), want.swapaxes(1, 2))
+    close(sgj.apply(fast, u[1]), want[1])
+    close(jax.vmap(lambda x: sgj.apply(fast, x))(u[:, None])[:, 0], want)
+
+
+def test_prepared_blocks_dropout_x64_and_errors(x64):
+    cfg = sgconv.SGConvConfig(d_model=3, l_max=16, kernel_dim=4)
+    params = sgj.init(5, cfg)                                          # float32
+    u = jnp.asarray(data((2, 3, 200), 9))
+    # overlap-add plan fixed at prepare time
+    fast = sgj.prepare(params, 200, block_size=32)
+    assert fast.plan.block == 32
+    np.testing.assert_allclose(np.asarray(sgj.apply(fast, u)), np.asarray(sgj.apply(params, u)),
+                               rtol=0, atol=1e-5 * float(jnp.abs(sgj.apply(params, u)).max()))
+    # dropout: the same key gives the same mask as apply
+    k = jax.random.key(4)
+    np.testing.assert_allclose(np.asarray(sgj.apply(fast, u, dropout=0.5, key=k)),
+                               np.asarray(sgj.apply(params, u, dropout=0.5, key=k,
+                                                    block_size=32)), rtol=0, atol=1e-5)
+    # float64 under x64: prepared in float64, equal to apply in float64
+    fast64 = sgj.prepare(params, 200, dtype=jnp.float64)
+    u64 = u.astype(jnp.float64)
+    assert fast64.dtype == jnp.float64 and fast64.spectrum.dtype == jnp.complex128
+    np.testing.assert_allclose(np.asarray(sgj.apply(fast64, u64)),
+                               np.asarray(sgj.apply(params, u64)), rtol=0, atol=1e-12)
+    # errors that say what was expected
+    with pytest.raises(ValueError, match=r"length 200, got u of length 199.*prepare\(params, 199\)"):
+        sgj.apply(fast, u[..., :199])
+    with pytest.raises(TypeError, match=r"computes in float32.*dtype=jnp.float64"):
+        sgj.apply(fast, u64)
+    with pytest.raises(ValueError, match="block_size is fixed"):
+        sgj.apply(fast, u, block_size=0)
+    with pytest.raises(ValueError, match="length must be a Python int"):
+        sgj.prepare(params, 0)
+    with pytest.raises(TypeError, match="expected sgconv.Params"):
+        sgj.prepare(fast, 200)
+    with pytest.raises(ValueError, match=r"\(B, H, L\)"):
+        sgj.apply(fast, u[None])
+
+
 def test_forward_mode_jvp_agrees_with_reverse_mode(x64):
     """jax.jvp and jax.jacfwd work too: <J v, g> from forward mode equals <v, J^T g> from
     reverse mode, for a direction v in the parameters and the input together."""

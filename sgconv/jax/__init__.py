@@ -11,6 +11,8 @@
 
 - :func:`init` (key or int seed, config) -> :class:`sgconv.Params` of JAX arrays;
   :func:`kernel` (params, L) -> (C', H, L); :func:`apply` (params, u, ...) -> the layer.
+- :func:`prepare` (params, L) -> :class:`Prepared`: the kernel's spectrum computed once,
+  for inference; ``apply(prepared, u)`` then skips rebuilding the kernel.
 - :class:`SGConv`: a callable layer object that is itself a pytree.
 - :func:`trainable`: the mask of trained leaves (False for the state m and Z).
 - :func:`as_jax_params`: parameters of any backend (``from_state_dict``, ``load``) as JAX.
@@ -33,7 +35,9 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
         f"sgconv.jax needs JAX, which could not be imported ({_exc}); install it with: "
         f"pip install 'sgconv[jax]'") from _exc
 
-from ._functional import apply, as_jax_params, init, kernel, trainable  # noqa: E402
+from ._functional import (Prepared, apply, as_jax_params, init, kernel, prepare,  # noqa: E402
+                          trainable)
 from ._layer import SGConv  # noqa: E402
 
-__all__ = ["init", "kernel", "apply", "trainable", "as_jax_params", "SGConv"]
+__all__ = ["init", "kernel", "apply", "prepare", "Prepared", "trainable", "as_jax_params",
+           "SGConv"]

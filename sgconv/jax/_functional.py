@@ -25,7 +25,7 @@ from .._params import Params, init as _numpy_init
 from .._switch import backend as _get_backend
 from ..backends._base import array_framework
 
-__all__ = ["init", "kernel", "apply", "trainable", "as_jax_params"]
+__all__ = ["init", "kernel", "apply", "prepare", "Prepared", "trainable", "as_jax_params"]
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 
@@ -217,8 +217,92 @@ def _kernel_jit(params: Params, length: int):
                        a["decay"], length=length)                  # (C', H, L)
 
 
-def apply(params: Params, u, *, transposed: bool = True, dropout: float = 0.0, key=None,
-          deterministic: bool = False, block_size: int | None = None):
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The layer with its kernel already in the frequency domain, for one sequence length.
+
+    Built by :func:`prepare`; :func:`apply` takes it in place of the parameters.  A pytree:
+    ``spectrum`` (C, H, n//2+1) complex (the kernel's FFT with D folded into lag 0),
+    ``out_weight`` (H, C*H) and ``out_bias`` (H,) are the leaves; the configuration and the
+    FFT plan (length L, FFT length n, overlap-add block) are static.
+    """
+
+    config: SGConvConfig
+    plan: _ops.FFTPlan
+    spectrum: jax.Array
+    out_weight: jax.Array
+    out_bias: jax.Array
+
+    @property
+    def length(self) -> int:
+        """The sequence length L this spectrum was prepared for."""
+        return self.plan.length
+
+    @property
+    def dtype(self):
+        """The real dtype the layer computes in (float32, or float64 under x64)."""
+        return self.out_weight.dtype
+
+
+jax.tree_util.register_dataclass(Prepared, data_fields=["spectrum", "out_weight", "out_bias"],
+                                 meta_fields=["config", "plan"])
+
+
+def prepare(params: Params, length: int, *, dtype=None, block_size: int | None = None
+            ) -> Prepared:
+    """The kernel's spectrum for sequences of ``length``, computed once for inference.
+
+    :func:`apply` builds the kernel and its FFT on every call, which is what training
+    needs (the sub-kernels change every step).  For evaluation or serving with fixed
+    parameters, ``fast = prepare(params, L)`` does that work once and ``apply(fast, u)``
+    only transforms u: the same numbers in less time (the PyTorch module does the same
+    in ``eval()``; timings in ``asv_benchmarks/compare_jax_torch.py`` and docs/jax.md).
+
+    dtype: the compute precision (default: the parameters' own; float32 for
+    float16/bfloat16); inputs must then compute in that precision.  block_size: as in
+    :func:`apply`, fixed here with the FFT plan.  ``prepare`` works under ``jit`` (with
+    ``length``, ``dtype`` and ``block_size`` static).  It is meant for inference: train
+    with :func:`apply`, whose gradients reach the sub-kernels.
+    """
+    params = as_jax_params(params)
+    length = _check_length(length)
+    block_size = _check_block_size(block_size)
+    cdtype = _ops.compute_dtype(_dtype_name(params.D.dtype if dtype is None else dtype))
+    cfg = params.config
+    plan = _ops.plan_fft(_BK, length, min(length, cfg.kernel_length), cfg.bidirectional,
+                         block_size)
+    return _prepare_jit(params, plan, cdtype)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _prepare_jit(params: Params, plan: _ops.FFTPlan, cdtype: str) -> Prepared:
+    cfg = params.config
+    a = _compute_arrays(params, cdtype)
+    k = _ops.kernel(_BK, cfg, a["kernels"], a["multiplier"], a["kernel_norm"], a["decay"],
+                    length=plan.length, pad=False)                 # (C', H, min(L, K))
+    k_f = _ops.kernel_spectrum(_BK, k, a["D"], plan, cfg.bidirectional)  # (C, H, n//2+1)
+    return Prepared(cfg, plan, k_f, a["out_weight"], a["out_bias"])
+
+
+def _check_prepared_input(prepared: Prepared, u, transposed: bool, block_size) -> None:
+    if block_size is not None:
+        raise ValueError("block_size is fixed when the spectrum is prepared: pass it to "
+                         "sgconv.jax.prepare(params, length, block_size=...)")
+    L = u.shape[-1] if transposed else u.shape[-2]
+    if L != prepared.length:
+        raise ValueError(f"this Prepared layer was made for sequences of length "
+                         f"{prepared.length}, got u of length {L}; call "
+                         f"sgconv.jax.prepare(params, {L}) for that length")
+    got = _ops.compute_dtype(_BK.dtype_name(u))
+    want = jnp.dtype(prepared.dtype).name
+    if got != want:
+        raise TypeError(f"this Prepared layer computes in {want}, but u "
+                        f"({_BK.dtype_name(u)}) computes in {got}; pass {want} input, or "
+                        f"prepare with sgconv.jax.prepare(params, length, dtype=jnp.{got})")
+
+
+def apply(params: Params | Prepared, u, *, transposed: bool = True, dropout: float = 0.0,
+          key=None, deterministic: bool = False, block_size: int | None = None):
     """The SGConv layer, a pure function of (params, u, key):
 
         y = k * u + D u        (B, C, H, L)   causal (and anti-causal) FFT convolution
@@ -231,13 +315,17 @@ def apply(params: Params, u, *, transposed: bool = True, dropout: float = 0.0, k
     same layout and dtype as u.  The parameters are cast to u's dtype; float16/bfloat16
     inputs are computed in float32 (FFT included) and the result cast back.
 
+    params: :class:`sgconv.Params`, or a :class:`Prepared` from :func:`prepare` (the
+    kernel's spectrum computed once, for inference at that length and precision).
     dropout: rate in [0, 1); when > 0 and ``deterministic`` is False it needs ``key`` (a
     JAX key; split a new one per step), else ValueError.  ``deterministic=True`` turns
     dropout off (evaluation).  block_size: None lets the FFT planner choose overlap-add
     for kernels much shorter than L; 0 forces one FFT.  ``transposed``, ``dropout``,
     ``deterministic`` and ``block_size`` are static (they select the compiled program).
     """
-    params = as_jax_params(params)
+    prepared = isinstance(params, Prepared)
+    if not prepared:
+        params = as_jax_params(params)
     transposed = _check_bool("transposed", transposed)
     deterministic = _check_bool("deterministic", deterministic)
     rate = _check_rate(dropout)
@@ -248,29 +336,49 @@ def apply(params: Params, u, *, transposed: bool = True, dropout: float = 0.0, k
         raise ValueError(f"u must be {layout}, or one unbatched sequence "
                          f"{layout.replace('B, ', '')}; got shape {tuple(u.shape)}")
     validate_input(_BK, u if u.ndim == 3 else u[None], params.config.d_model, transposed)
+    if prepared:
+        _check_prepared_input(params, u, transposed, block_size)
     if rate > 0.0 and not deterministic:
         key = _BK.prng_key(key)               # missing key -> ValueError naming the fix
     else:
         rate, key = 0.0, None                 # evaluation: the key is not used
+    if prepared:
+        return _apply_prepared_jit(params, u, key, transposed, rate)
     return _apply_jit(params, u, key, transposed, rate, block_size)
+
+
+def _in_layout(u, transposed: bool, cdtype: str):
+    """u (B, H, L) / (B, L, H) / unbatched -> (B, H, L) in the compute dtype."""
+    if u.ndim == 2:
+        u = u[None]
+    if not transposed:
+        u = u.swapaxes(-1, -2)                                     # (B, L, H) -> (B, H, L)
+    return u.astype(cdtype)
+
+
+def _out_layout(y, like, transposed: bool):
+    """(B, H, L) -> the layout, batching and dtype of the input ``like``."""
+    y = y.astype(like.dtype)
+    if not transposed:
+        y = y.swapaxes(-1, -2)                                     # (B, L, H)
+    return y[0] if like.ndim == 2 else y
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _apply_jit(params: Params, u, key, transposed: bool, rate: float, block_size):
-    dtype = _BK.dtype_name(u)
-    cdtype = _ops.compute_dtype(dtype)        # half precision: FFT in float32
-    unbatched = u.ndim == 2
-    if unbatched:
-        u = u[None]
-    if not transposed:
-        u = u.swapaxes(-1, -2)                                     # (B, L, H) -> (B, H, L)
+    cdtype = _ops.compute_dtype(_BK.dtype_name(u))                 # half precision: FFT in f32
     a = _compute_arrays(params, cdtype)
-    y = _ops.layer(_BK, params.config, a, u.astype(cdtype), dropout=rate, rng=key,
-                   block_size=block_size)                          # (B, H, L)
-    y = y.astype(dtype)
-    if not transposed:
-        y = y.swapaxes(-1, -2)                                     # (B, L, H)
-    return y[0] if unbatched else y
+    y = _ops.layer(_BK, params.config, a, _in_layout(u, transposed, cdtype), dropout=rate,
+                   rng=key, block_size=block_size)                 # (B, H, L)
+    return _out_layout(y, u, transposed)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _apply_prepared_jit(prepared: Prepared, u, key, transposed: bool, rate: float):
+    x = _in_layout(u, transposed, jnp.dtype(prepared.dtype).name)  # (B, H, L)
+    y = _ops.conv_with_spectrum(_BK, x, prepared.spectrum, prepared.plan)  # (B, C, H, L)
+    out = _ops.mix(_BK, y, prepared.out_weight, prepared.out_bias, rate, key)  # (B, H, L)
+    return _out_layout(out, u, transposed)
 
 
 # --- which leaves are trained -------------------------------------------------------------
