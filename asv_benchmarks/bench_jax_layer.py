@@ -13,6 +13,9 @@
   ``torch.no_grad()``, forward+backward with ``torch.autograd.grad`` for the trained
   parameters and u (what ``common.forward_backward_fn`` does, with the output gradient g).
 
+``JaxInference``: forward only, ``jax.jit(sgconv.jax.apply)`` on ``sgconv.jax.prepare(params,
+L)`` (the spectrum computed once) beside the torch module in evaluation mode.
+
 A row whose framework (or sgconv backend) is missing is skipped (NotImplementedError in
 setup).  ``asv_benchmarks/compare_jax_torch.py`` times the same rows interleaved in one
 process and prints the ratios.
@@ -132,6 +135,44 @@ class JaxLayer:
 
     def peakmem_forward_backward(self, implementation):
         self.forward_backward()
+
+
+def _jax_prepared_forward(params, u, g):
+    require_backend("jax")
+    import jax
+    import jax.numpy as jnp
+
+    import sgconv.jax as sgj
+
+    fast = sgj.prepare(sgj.as_jax_params(params), u.shape[-1])
+    uj = jnp.asarray(u)
+    fwd = jax.jit(sgj.apply)
+    return lambda: jax.block_until_ready(fwd(fast, uj))
+
+
+class JaxInference:
+    """Forward only, the kernel spectrum computed once on both sides: ``jax-prepared`` is
+    ``jax.jit(sgconv.jax.apply)(sgconv.jax.prepare(params, L), u)``, ``torch-module`` the
+    module in evaluation mode (which caches its spectrum)."""
+
+    params = [["jax-prepared", "torch-module"]]
+    param_names = ["implementation"]
+    number = 1
+    repeat = (3, 5, 120.0)
+    rounds = 1
+    warmup_time = 0.0
+    timeout = 600
+
+    def setup(self, implementation):
+        params, u, g = _problem()
+        if implementation == "jax-prepared":
+            self.forward = _jax_prepared_forward(params, u, g)
+        else:
+            self.forward = _torch_module_calls(params, u, g)[0]
+        self.forward()                          # jit compile / FFT plans / kernel cache
+
+    def time_forward(self, implementation):
+        self.forward()
 
 
 class FFTLength:

@@ -131,6 +131,20 @@ def test_numpy_floor_script_runs():
     assert float(err.group(1)) <= 8 * np.finfo(np.float32).eps * np.log2(1024)
 
 
+def test_compare_jax_torch_script_runs_every_row():
+    pytest.importorskip("jax")
+    pytest.importorskip("torch")
+    proc = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "compare_jax_torch.py"),
+                           "--B", "1", "--H", "4", "--L", "128", "--repeats", "1"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.returncode == 0, proc.stderr
+    for row in ("jax (jit)", "jax prepared", "torch module", "torch generic"):
+        assert re.search(rf"^  {re.escape(row)} +[\d.]+ s", proc.stdout, re.M), (row, proc.stdout)
+    ratios = re.findall(r"= ([\d.]+)  \(", proc.stdout)
+    assert len(ratios) == 3 and all(float(r) >= 1.0 for r in ratios), proc.stdout
+
+
 def test_numpy_floor_sides_compute_the_same_convolution():
     from asv_benchmarks.numpy_floor import Case
 
