@@ -109,17 +109,21 @@ _IMPLEMENTATIONS = {"jax": _jax_calls, "torch-module": _torch_module_calls,
                     "torch-generic": _torch_generic_calls}
 
 
-class JaxLayer:
-    """The SGConv layer at B=8, H=256, L=16384, float32: JAX (jitted) beside PyTorch."""
+class _SingleCalls:
+    """asv timing for calls that take seconds on a 2-core CPU: single calls, a few of them."""
 
-    params = [list(_IMPLEMENTATIONS)]
     param_names = ["implementation"]
-    # One call takes seconds on a 2-core CPU: time single calls, a few of them.
     number = 1
     repeat = (3, 5, 120.0)
     rounds = 1
     warmup_time = 0.0
     timeout = 600
+
+
+class JaxLayer(_SingleCalls):
+    """The SGConv layer at B=8, H=256, L=16384, float32: JAX (jitted) beside PyTorch."""
+
+    params = [list(_IMPLEMENTATIONS)]
 
     def setup(self, implementation):
         params, u, g = _problem()
@@ -150,18 +154,12 @@ def _jax_prepared_forward(params, u, g):
     return lambda: jax.block_until_ready(fwd(fast, uj))
 
 
-class JaxInference:
+class JaxInference(_SingleCalls):
     """Forward only, the kernel spectrum computed once on both sides: ``jax-prepared`` is
     ``jax.jit(sgconv.jax.apply)(sgconv.jax.prepare(params, L), u)``, ``torch-module`` the
     module in evaluation mode (which caches its spectrum)."""
 
     params = [["jax-prepared", "torch-module"]]
-    param_names = ["implementation"]
-    number = 1
-    repeat = (3, 5, 120.0)
-    rounds = 1
-    warmup_time = 0.0
-    timeout = 600
 
     def setup(self, implementation):
         params, u, g = _problem()

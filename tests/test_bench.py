@@ -75,6 +75,8 @@ def test_own_modules_define_benchmarks():
                       "Accuracy.track_max_relative_error"],
         "bench_baselines": ["DirectConvolution.time_direct", "FFTConvolve.time_fftconvolve",
                             "ScipyFFTFloor.time_floor", "TorchStraightforward.time_forward"],
+        "bench_jax_layer": ["JaxLayer.time_forward", "JaxLayer.time_forward_backward",
+                            "JaxInference.time_forward", "FFTLength.time_rfft_irfft"],
         "numpy_floor": ["NumpyConvFloor.time_sgconv_conv", "NumpyConvFloor.time_floor",
                         "NumpyConvFloor.track_ratio_to_floor"],
     }
