@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import SMALLEST, require_backend, sgconv
+from .common import SMALLEST, SingleCalls, require_backend, sgconv
 
 # CI's smallest-size run (SGCONV_BENCH_SMALLEST=1) only checks that the rows still work.
 B, H, L = (1, 16, 1024) if SMALLEST else (8, 256, 16384)
@@ -109,18 +109,7 @@ _IMPLEMENTATIONS = {"jax": _jax_calls, "torch-module": _torch_module_calls,
                     "torch-generic": _torch_generic_calls}
 
 
-class _SingleCalls:
-    """asv timing for calls that take seconds on a 2-core CPU: single calls, a few of them."""
-
-    param_names = ["implementation"]
-    number = 1
-    repeat = (3, 5, 120.0)
-    rounds = 1
-    warmup_time = 0.0
-    timeout = 600
-
-
-class JaxLayer(_SingleCalls):
+class JaxLayer(SingleCalls):
     """The SGConv layer at B=8, H=256, L=16384, float32: JAX (jitted) beside PyTorch."""
 
     params = [list(_IMPLEMENTATIONS)]
@@ -154,7 +143,7 @@ def _jax_prepared_forward(params, u, g):
     return lambda: jax.block_until_ready(fwd(fast, uj))
 
 
-class JaxInference(_SingleCalls):
+class JaxInference(SingleCalls):
     """Forward only, the kernel spectrum computed once on both sides: ``jax-prepared`` is
     ``jax.jit(sgconv.jax.apply)(sgconv.jax.prepare(params, L), u)``, ``torch-module`` the
     module in evaluation mode (which caches its spectrum)."""

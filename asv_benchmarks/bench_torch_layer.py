@@ -26,7 +26,7 @@ skip (NotImplementedError in setup) when torch or sgconv's torch backend is miss
 
 from __future__ import annotations
 
-from .common import SMALLEST, require_backend
+from .common import SMALLEST, SingleCalls, require_backend
 
 THREADS = 2
 
@@ -56,16 +56,11 @@ def _modules(implementation: str, H: int, L: int, channel_chunk=None):
     return base, torch
 
 
-class _Layer:
+class _Layer(SingleCalls):
     """B=8, H=256, L=16384 float32, 2 threads: sgconv.torch.SGConv vs the straightforward one."""
 
     params = [["sgconv", "straightforward"]]
-    param_names = ["implementation"]
-    # One call takes seconds on a 2-core CPU: time single calls, a few of them.
-    number = 1
     repeat = (3, 7, 120.0)
-    rounds = 1
-    warmup_time = 0.0
     timeout = 900
 
     def setup(self, implementation):
@@ -112,15 +107,11 @@ class TorchLayerTrain(_Layer):
         self._call()
 
 
-class LongSequence:
+class LongSequence(SingleCalls):
     """B=1, H=64, L=2**20 float32 forward (evaluation): channel chunks bound the memory."""
 
     params = [["sgconv-chunked", "sgconv", "straightforward"]]
-    param_names = ["implementation"]
-    number = 1
     repeat = (2, 3, 120.0)
-    rounds = 1
-    warmup_time = 0.0
     timeout = 900
 
     def setup(self, implementation):

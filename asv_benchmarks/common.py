@@ -286,3 +286,17 @@ def forward_backward_fn(name: str, params):
         call = compiled("jax", jax.grad(loss, argnums=(0, 2)))
         return lambda u: call(trained, fixed, u)
     raise NotImplementedError(f"backend {name!r} has no autodiff: no forward+backward to time")
+
+
+class SingleCalls:
+    """asv timing for calls that take seconds on a 2-core CPU: single calls, a few of them.
+
+    Subclasses set ``params`` (the implementations) and may override ``repeat``/``timeout``.
+    """
+
+    param_names = ["implementation"]
+    number = 1
+    repeat = (3, 5, 120.0)
+    rounds = 1
+    warmup_time = 0.0
+    timeout = 600
