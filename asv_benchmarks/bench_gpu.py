@@ -3,10 +3,7 @@
 Grid: backend x L in {4096, 65536, 1048576}, float32, B=2, H=128, C=2, d=64, l_max = L
 (one FFT of n = 2L points per convolution: no overlap-add).  Backends:
 
-- ``cupy``: :class:`sgconv.backends.cupy.CupyBackend` with no fused kernels (its default);
-- ``cupy-fused-product``: the same with the product and irfft's 1/n fused into one kernel
-  and the inverse FFT in place (``fused="product"``);
-- ``cupy-fused``: every fused kernel (``fused="all"``: the product and GELU);
+- ``cupy``: :class:`sgconv.backends.cupy.CupyBackend` (CuPy's ufuncs and cuFFT);
 - ``torch-cuda``: the torch backend with tensors on ``cuda:0``, under ``torch.no_grad()``;
 - ``jax-gpu``: the jax backend under ``jax.jit`` on JAX's first GPU (compiled in setup).
 
@@ -17,14 +14,13 @@ copies'.  ``time_conv`` includes the kernel's spectrum (the public ``sgconv.conv
 kernel in the time domain); ``time_forward`` builds the kernel from the sub-kernels too.
 
 Every timed call waits for the device before returning (``synchronize`` /
-``block_until_ready``), and warm-up calls in ``setup`` create the cuFFT plans, compile
-the elementwise kernels and trace/compile the jitted JAX function outside the timed
+``block_until_ready``), and warm-up calls in ``setup`` create the cuFFT plans and
+trace/compile the jitted JAX function outside the timed
 region.  Without a GPU (or without the framework) ``setup`` raises NotImplementedError
 with the reason, which asv reports as skipped.
 
 ``asv_benchmarks/gpu_check.py`` runs the same cases without asv and prints a table of
-ratios (fused / unfused, each backend / the fastest).  That comparison decides whether a
-fused path becomes the CuPy backend's default.
+ratios (each backend / the fastest).
 """
 
 from __future__ import annotations
@@ -46,11 +42,10 @@ __all__ = ["LENGTHS", "BACKENDS", "SIZES", "prepare", "GPUConv", "GPULayer"]
 #: Sequence lengths L of the GPU grid.
 LENGTHS = (4096, 65536, 1048576)
 #: The GPU backends and variants, as described in the module docstring.
-BACKENDS = ("cupy", "cupy-fused-product", "cupy-fused", "torch-cuda", "jax-gpu")
+BACKENDS = ("cupy", "torch-cuda", "jax-gpu")
 #: Batch B, width H (d_model), heads C and sub-kernel length d of the benchmarked layer.
 SIZES = dict(B=2, H=128, C=2, kernel_dim=64)
 SEED = 0
-_CUPY_FUSED = {"cupy": "none", "cupy-fused-product": "product", "cupy-fused": "all"}
 
 
 class Case:
@@ -139,8 +134,8 @@ def prepare(backend: str, L: int, what: str) -> Case:
         raise ValueError(f"unknown GPU benchmark backend {backend!r}; expected one of {BACKENDS}")
     if what not in ("conv", "layer"):
         raise ValueError(f"what must be 'conv' or 'layer', got {what!r}")
-    if backend.startswith("cupy"):
-        build = _cupy(backend)
+    if backend == "cupy":
+        build = _cupy()
     elif backend == "torch-cuda":
         build = _torch()
     else:
@@ -151,10 +146,10 @@ def prepare(backend: str, L: int, what: str) -> Case:
     return case
 
 
-def _cupy(backend):
+def _cupy():
     """A builder of CuPy cases, or NotImplementedError without a usable GPU."""
     from sgconv.backends.cupy import CupyBackend
-    bk = CupyBackend(fused=_CUPY_FUSED[backend])                   # its own object, not the switch
+    bk = CupyBackend()                                             # its own object, not the switch
     reason = bk.unavailable_reason()
     if reason is not None:
         raise NotImplementedError(reason)

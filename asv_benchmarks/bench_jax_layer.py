@@ -21,7 +21,7 @@ setup).  ``asv_benchmarks/compare_jax_torch.py`` times the same rows interleaved
 process and prints the ratios.
 
 ``FFTLength``: float32 rfft + irfft of 128 rows in XLA's CPU FFT at the power of two
-above a required length and at ``sgconv.backends.jax.next_fast_len`` (the 2,3,5,7-smooth
+above a required length and at the JAX backend's ``next_fast_len`` (the 2,3,5,7-smooth
 length above it): the measurement behind that choice.
 """
 
@@ -175,10 +175,8 @@ class FFTLength:
         import jax
         import jax.numpy as jnp
 
-        from sgconv.backends.jax import next_fast_len
-
         n = 1 << (required - 1).bit_length() if length == "power-of-two" \
-            else next_fast_len(required)
+            else sgconv.backend("jax").next_fast_len(required)
         x = jnp.asarray(np.random.default_rng(0).standard_normal((128, required),
                                                                  dtype=np.float32))
         roundtrip = jax.jit(lambda x: jnp.fft.irfft(jnp.fft.rfft(x, n=n), n=n))

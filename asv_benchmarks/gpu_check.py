@@ -15,8 +15,8 @@ Steps (all by default, in this order):
    header shows each one's device.
 4. ``bench``: the cases of ``asv_benchmarks/bench_gpu.py`` (conv and layer forward, every
    GPU backend, each L), each backend in its own subprocess so that one framework's
-   memory pool cannot starve another's; then a table of times with the ratios that
-   matter: fused / unfused for CuPy, and every backend / the fastest at that L.
+   memory pool cannot starve another's; then a table of times with the ratio of every
+   backend to the fastest at that L.
 
 Timing: after two warm-up calls, each sample runs enough calls back to back to last at
 least 20 ms, waiting for the device after every call (as asv's ``time_`` does); the
@@ -240,7 +240,7 @@ def _bench_backend(log: Log, backend: str, lengths: list, env: dict, timeout: in
 
 
 def table(log: Log, rows: list, backends: list, lengths: list) -> None:
-    """Times per (what, L) and backend, then the ratios: fused / unfused, each / fastest."""
+    """Times per (what, L) and backend, then the ratios: each / fastest."""
     by = {(r["what"], r["L"], r["backend"]): r for r in rows}
     devices = sorted({r["device"] for r in rows if "device" in r})
     log("devices: " + "; ".join(devices))
@@ -265,18 +265,6 @@ def table(log: Log, rows: list, backends: list, lengths: list) -> None:
             best = min(times.values()) if times else None
             cells = [f"{times[b] / best:.2f}" if b in times else "-" for b in backends]
             log(f"{what:6s}{L:>9d}" + "".join(f"{c:>{width}s}" for c in cells))
-    fused = [b for b in ("cupy-fused-product", "cupy-fused") if b in backends]
-    if "cupy" in backends and fused:
-        log("\nCuPy fused / unfused time (below 1.00: the fused path is faster)")
-        log(f"{'':6s}{'L':>9s}" + "".join(f"{b:>{width}s}" for b in fused))
-        for what in ("conv", "layer"):
-            for L in lengths:
-                base = by.get((what, L, "cupy"), {}).get("median")
-                cells = []
-                for b in fused:
-                    t = by.get((what, L, b), {}).get("median")
-                    cells.append(f"{t / base:.3f}" if t and base else "-")
-                log(f"{what:6s}{L:>9d}" + "".join(f"{c:>{width}s}" for c in cells))
 
 
 # --- main ------------------------------------------------------------------------------------

@@ -1,51 +1,14 @@
-"""The public operator: kernel, convolution and layer on the active backend, with checks."""
+"""The public operator on the active backend: kernel, convolution, layer, and the prepared
+layer for inference, each checked (sgconv._checks) and run by the core (sgconv._ops)."""
 
 from __future__ import annotations
 
-import numbers
-
-from . import _ops
+from . import _checks, _ops
+from ._ops import Prepared
 from ._params import Params
 from ._switch import backend as _backend
 
-__all__ = ["kernel", "conv", "apply", "validate_input", "validate_conv"]
-
-_FLOATS = ("float16", "bfloat16", "float32", "float64")
-
-
-def _check_float(name: str, dtype: str) -> None:
-    if dtype not in _FLOATS:
-        kind = "complex" if dtype.startswith("complex") else dtype
-        raise TypeError(f"{name} must be a real floating array (float16, bfloat16, float32 or "
-                        f"float64), got dtype {kind}; convert it first, e.g. u.astype('float32')")
-
-
-def _check_length(length) -> int:
-    if isinstance(length, bool) or not isinstance(length, numbers.Integral):
-        raise TypeError(f"length must be an int >= 1, got {length!r}")
-    if length < 1:
-        raise ValueError(f"length must be >= 1, got {length}")
-    return int(length)
-
-
-def validate_input(bk, u, d_model: int | None, transposed: bool = True):
-    """u as a native float array of shape (B, H, L) (or (B, L, H) when not transposed)."""
-    u = bk.asarray(u)
-    _check_float("u", bk.dtype_name(u))
-    layout = "(B, H, L)" if transposed else "(B, L, H)"
-    if u.ndim != 3:
-        raise ValueError(f"u must have 3 dimensions {layout}, got shape {tuple(u.shape)}; "
-                         f"add a batch axis with u[None] for a single sequence")
-    H_axis, L_axis = (1, 2) if transposed else (2, 1)
-    if d_model is not None and u.shape[H_axis] != d_model:
-        raise ValueError(f"u has H={u.shape[H_axis]} channels on axis {H_axis} of {layout} "
-                         f"(shape {tuple(u.shape)}) but the parameters have d_model={d_model}"
-                         + ("" if transposed else "; for (B, H, L) input pass transposed=True"))
-    if u.shape[L_axis] == 0:
-        raise ValueError(f"u has length L=0 (shape {tuple(u.shape)}); expected L >= 1")
-    if u.shape[0] == 0:
-        raise ValueError(f"u has batch size B=0 (shape {tuple(u.shape)}); expected B >= 1")
-    return u
+__all__ = ["kernel", "conv", "apply", "prepare", "Prepared", "validate_conv"]
 
 
 def validate_conv(bk, u, k, D, bidirectional: bool):
@@ -53,9 +16,9 @@ def validate_conv(bk, u, k, D, bidirectional: bool):
 
     Returns them as native arrays on u's device (dtypes unchanged).
     """
-    u = validate_input(bk, u, None)
+    u = _checks.check_input(bk, u, None)
     k = bk.asarray(k, like=u)
-    _check_float("k", bk.dtype_name(k))
+    _checks.check_float(bk, "k", k)
     B, H, L = u.shape
     if k.ndim != 3 or k.shape[1] != H:
         raise ValueError(f"k must have shape (C', H={H}, Lk), got {tuple(k.shape)}")
@@ -68,7 +31,7 @@ def validate_conv(bk, u, k, D, bidirectional: bool):
     C = k.shape[0] // 2 if bidirectional else k.shape[0]
     if D is not None:
         D = bk.asarray(D, like=u)
-        _check_float("D", bk.dtype_name(D))
+        _checks.check_float(bk, "D", D)
         if tuple(D.shape) != (C, H):
             raise ValueError(f"D must have shape (C={C}, H={H}), got {tuple(D.shape)}")
     return u, k, D
@@ -81,7 +44,7 @@ def _check_params(params) -> None:
 
 
 def _arrays(bk, params: Params, dtype: str, like=None) -> dict:
-    """The parameters as the backend's arrays in the compute dtype."""
+    """The parameters as the backend's arrays in the compute dtype (ARRAY_NAMES)."""
     out = {}
     for name, value in params.arrays().items():
         if name == "kernels":
@@ -99,7 +62,7 @@ def kernel(params: Params, length: int):
     (float32 for float16/bfloat16 parameters) on the active backend.
     """
     _check_params(params)
-    length = _check_length(length)
+    length = _checks.check_length(length)
     bk = _backend()
     dtype = _ops.compute_dtype(bk.dtype_name(bk.asarray(params.D)))
     a = _arrays(bk, params, dtype)
@@ -119,6 +82,8 @@ def conv(u, k, D=None, *, bidirectional: bool = False, block_size: int | None = 
     planner choose overlap-add when the kernel is much shorter than L; 0 forces one FFT.
     """
     bk = _backend()
+    bidirectional = _checks.check_bool("bidirectional", bidirectional)
+    block_size = _checks.check_block_size(block_size)
     u, k, D = validate_conv(bk, u, k, D, bidirectional)
     dtype = bk.dtype_name(u)
     cdtype = _ops.compute_dtype(dtype)
@@ -128,30 +93,88 @@ def conv(u, k, D=None, *, bidirectional: bool = False, block_size: int | None = 
     return bk.cast(y, dtype)
 
 
-def apply(params: Params, u, *, transposed: bool = True, dropout: float = 0.0, rng=None,
-          block_size: int | None = None, return_kernel: bool = False):
+def prepare(params: Params, length: int, *, dtype: str | None = None,
+            block_size: int | None = None) -> Prepared:
+    """The layer with its kernel's spectrum computed once, for sequences of ``length``.
+
+    :func:`apply` builds the kernel and its FFT on every call (what training needs: the
+    sub-kernels change every step).  For inference with fixed parameters,
+    ``fast = prepare(params, L)`` does that work once and ``apply(fast, u)`` only transforms
+    u: the same numbers in less time.  dtype: the compute precision (default: the
+    parameters'; float32 for half precision); block_size: fixed here with the FFT plan.
+    Returns a :class:`Prepared` on the active backend.
+    """
+    _check_params(params)
+    length = _checks.check_length(length)
+    block_size = _checks.check_block_size(block_size)
+    bk = _backend()
+    cdtype = _ops.compute_dtype(dtype if dtype is not None else
+                                bk.dtype_name(bk.asarray(params.D)))
+    if cdtype not in _checks.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be one of {', '.join(_checks.FLOAT_DTYPES)}, got {dtype!r}")
+    return _ops.prepare(bk, params.config, _arrays(bk, params, cdtype), length, block_size)
+
+
+def check_prepared(bk, prepared: Prepared, u, transposed: bool, block_size) -> None:
+    """A Prepared layer only runs at its length and precision, with its own FFT plan."""
+    if not bk.is_native(prepared.spectrum):
+        raise TypeError(f"this Prepared layer holds arrays of another framework "
+                        f"({type(prepared.spectrum).__name__}) than the active backend "
+                        f"{bk.name!r}; call prepare(params, length) with {bk.name!r} active")
+    if block_size is not None:
+        raise ValueError("block_size is fixed when the spectrum is prepared: pass it to "
+                         "prepare(params, length, block_size=...)")
+    L = u.shape[-1] if transposed else u.shape[-2]
+    if L != prepared.length:
+        raise ValueError(f"this Prepared layer was made for sequences of length "
+                         f"{prepared.length}, got u of length {L}; call "
+                         f"prepare(params, {L}) for that length")
+    got = _ops.compute_dtype(bk.dtype_name(u))
+    want = bk.dtype_name(prepared.out_weight)
+    if got != want:
+        raise TypeError(f"this Prepared layer computes in {want}, but u ({bk.dtype_name(u)}) "
+                        f"computes in {got}; pass {want} input, or prepare with "
+                        f"dtype='{got}'")
+
+
+def apply(params: Params | Prepared, u, *, transposed: bool = True, dropout: float = 0.0,
+          rng=None, block_size: int | None = None, channel_chunk: int | None = None,
+          return_kernel: bool = False):
     """The SGConv layer: u -> conv -> (B, C*H, L) -> GELU -> dropout -> Linear(C*H -> H).
 
     u: (B, H, L), or (B, L, H) with ``transposed=False``.  Returns the same layout and
     dtype as u.  The parameters are cast to u's dtype for the computation; float16 and
     bfloat16 inputs are computed in float32 and the result cast back.  ``dropout``: the
-    rate (0 = evaluation); ``rng`` seeds it (a backend-specific key or seed).
-    ``return_kernel=True`` also returns the kernel (C', H, L).
+    rate (0 = evaluation); ``rng`` seeds it (None, an int seed, or the backend's
+    generator / key).  ``channel_chunk``: convolve that many of the H channels at a time
+    (None: chosen from :func:`sgconv.get_memory_budget`; the result is the same).
+    ``return_kernel=True`` also returns the kernel (C', H, L).  params may be a
+    :class:`Prepared` from :func:`prepare` (then block_size must be None).
     """
-    _check_params(params)
-    if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be a rate in [0, 1), got {dropout!r}")
+    prepared = isinstance(params, Prepared)
+    if not prepared:
+        _check_params(params)
+    transposed = _checks.check_bool("transposed", transposed)
+    rate = _checks.check_rate(dropout)
+    block_size = _checks.check_block_size(block_size)
+    channel_chunk = _checks.check_channel_chunk(channel_chunk)
     bk = _backend()
-    u = validate_input(bk, u, params.config.d_model, transposed)
+    u = _checks.check_input(bk, u, params.config.d_model, transposed)
+    if prepared:
+        check_prepared(bk, params, u, transposed, block_size)
+        if return_kernel:
+            raise ValueError("return_kernel needs the parameters, not a Prepared layer")
     dtype = bk.dtype_name(u)
     cdtype = _ops.compute_dtype(dtype)
-    if not transposed:
-        u = u.swapaxes(-1, -2)                                     # (B, L, H) -> (B, H, L)
-    a = _arrays(bk, params, cdtype, like=u)
-    out = _ops.layer(bk, params.config, a, bk.cast(u, cdtype), dropout=float(dropout), rng=rng,
-                     block_size=block_size, return_kernel=return_kernel)
-    y, k = out if return_kernel else (out, None)
+    x = bk.cast(u if transposed else u.swapaxes(-1, -2), cdtype)  # (B, H, L)
+    source = params if prepared else _arrays(bk, params, cdtype, like=x)
+    y = _ops.layer(bk, params.config, source, x, dropout=rate, rng=rng, block_size=block_size,
+                   channel_chunk=channel_chunk)                     # (B, H, L)
     y = bk.cast(y, dtype)
     if not transposed:
         y = y.swapaxes(-1, -2)
-    return (y, k) if return_kernel else y
+    if return_kernel:
+        k = _ops.kernel(bk, params.config, source["kernels"], source["multiplier"],
+                        source["kernel_norm"], source["decay"], length=x.shape[-1])
+        return y, k
+    return y

@@ -9,16 +9,21 @@ bidirectional), output of the convolution (B, C, H, L).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._config import SGConvConfig
+from .backends._base import register_structure
 
-__all__ = ["upsample_index", "raw_kernel", "kernel", "plan_fft", "FFTPlan", "kernel_spectrum",
-           "conv_with_spectrum", "conv", "gelu", "mix", "layer", "compute_dtype"]
+__all__ = ["compute_dtype", "upsample_index", "raw_kernel", "normaliser", "kernel", "FFTPlan",
+           "plan_fft", "kernel_spectrum", "conv_with_spectrum", "conv", "Prepared", "prepare",
+           "spectrum", "layer_plan", "choose_channel_chunk", "layer", "mix", "get_memory_budget",
+           "set_memory_budget", "memory_budget"]
 
 _HALF = ("float16", "bfloat16")
 
@@ -157,17 +162,21 @@ def kernel(bk, config: SGConvConfig, kernels, multiplier, kernel_norm, decay=Non
 class FFTPlan(NamedTuple):
     """How to compute a linear convolution of a length-L signal with a kernel of Lk taps.
 
-    n: FFT length.  block: None for one FFT over the whole signal, else the block size P of
-    an overlap-add (each block of P samples convolved with FFTs of length n).
-    causal_taps: Lk, the causal kernel's taps; anti_taps: a, the anti-causal taps that can
-    reach an output (0 when causal, at most L-1).
+    length: L.  n: the FFT length.  block: None for one FFT over the whole signal, else the
+    block size P of an overlap-add (each block of P samples convolved with FFTs of length
+    n).  anti_taps: a, the anti-causal taps that can reach an output (0 when causal, at
+    most L-1).
     """
 
     length: int
     n: int
     block: int | None
-    causal_taps: int
     anti_taps: int
+
+    @property
+    def blocks(self) -> int:
+        """How many FFTs of length n one sequence takes (1 without overlap-add)."""
+        return 1 if self.block is None else -(-self.length // self.block)
 
 
 def _fft_cost(n: int) -> float:
@@ -185,24 +194,26 @@ def plan_fft(bk, length: int, taps: int, bidirectional: bool, block_size: int | 
     """
     anti = min(taps, length - 1) if bidirectional else 0
     span = max(taps - 1, 0) + anti                                 # samples a block spills over
-    n_full = bk.next_fast_len(length + max(taps - 1, anti))
-    full = FFTPlan(length, n_full, None, taps, anti)
+    smallest = max(taps - 1, anti, 1)                              # a block must hold the spill
+    full = FFTPlan(length, bk.next_fast_len(length + max(taps - 1, anti)), None, anti)
     if block_size == 0:
         return full
     if block_size is not None:
-        if block_size < max(taps - 1, anti, 1):
-            raise ValueError(f"block_size must be at least max(kernel taps - 1, anti-causal taps) "
-                             f"= {max(taps - 1, anti, 1)}, got {block_size}")
-        return FFTPlan(length, bk.next_fast_len(block_size + span), block_size, taps, anti)
-    best, best_cost = full, _fft_cost(n_full)
+        if block_size < smallest:
+            raise ValueError(f"block_size={block_size} is too small for this kernel: overlap-add "
+                             f"blocks must hold at least max(kernel taps - 1, anti-causal taps) = "
+                             f"{smallest} samples; pass block_size >= {smallest}, 0 (one FFT) "
+                             f"or None (the planner chooses)")
+        return FFTPlan(length, bk.next_fast_len(block_size + span), block_size, anti)
+    best, best_cost = full, _fft_cost(full.n)
     for mult in (4, 8, 16, 32):
         n = bk.next_fast_len(mult * max(span, 1))
         block = n - span
-        if block >= length or block < max(taps - 1, anti, 1):
+        if block >= length or block < smallest:
             continue
         cost = -(-length // block) * _fft_cost(n)
         if cost < 0.75 * best_cost:                                # blocks only for a clear win
-            best, best_cost = FFTPlan(length, n, block, taps, anti), cost
+            best, best_cost = FFTPlan(length, n, block, anti), cost
     return best
 
 
@@ -224,16 +235,18 @@ def kernel_spectrum(bk, k, D, plan: FFTPlan, bidirectional: bool):
 
 
 def conv_with_spectrum(bk, u, k_f, plan: FFTPlan):
-    """y = irfft(rfft(u) * k_f)[..., :L]: (B, H, L) -> (B, C, H, L)."""
+    """y = irfft(rfft(u) * k_f)[..., :L], linear: (B, H, L) -> (B, C, H, L).
+
+    k_f: (C, H, n//2+1) from :func:`kernel_spectrum` with the same plan.
+    """
     B, H, L = u.shape
     n = plan.n
     if plan.block is None:
         return bk.fft_conv(u, k_f, n, L)                           # (B, C, H, L)
     # Overlap-add: split u into blocks of P, convolve each, add the spill into neighbours.
-    P, a = plan.block, plan.anti_taps
-    nb = -(-L // P)
+    P, a, nb = plan.block, plan.anti_taps, plan.blocks
     u = bk.pad_last(u, 0, nb * P - L).reshape(B, H, nb, P)         # (B, H, nb, P)
-    out = bk.fft_conv(u, k_f[:, :, None], n, n)                    # (B, C, H, nb, n)
+    out = bk.fft_conv(u, k_f, n, n)                                # (B, C, H, nb, n)
     y = out[..., :P]                                               # each block's own span
     spill = out[..., P:min(n - a, 2 * P)]                          # reaches into block j+1
     if spill.shape[-1] > 0 and nb > 1:
@@ -260,35 +273,176 @@ def conv(bk, u, k, D=None, bidirectional=False, block_size=None):
     return conv_with_spectrum(bk, u, kernel_spectrum(bk, k, D, plan, bidirectional), plan)
 
 
-# --- 5. The layer --------------------------------------------------------------------------
+# --- 5. The layer, in two halves -------------------------------------------------------------
+#
+# Every front end (sgconv.apply, the torch module and functions, sgconv.jax) runs the layer
+# through these: the kernel's spectrum for a length (per channel slice, cacheable), then the
+# layer from that spectrum, optionally a few channels at a time.
 
-def gelu(bk, x):
-    """Exact GELU: x/2 (1 + erf(x / sqrt 2)) (the backend may supply a fused one)."""
-    return bk.gelu(x)
+ARRAY_NAMES = ("kernels", "multiplier", "decay", "kernel_norm", "D", "out_weight", "out_bias")
+"""The keys of the ``arrays`` mapping the layer functions take (Params.arrays() gives it):
+kernels N x (C', H, d), multiplier (H,), decay (H,) or None, kernel_norm Z (C', H), D (C, H),
+out_weight (H, C*H), out_bias (H,), all in the compute dtype on the input's device."""
+
+
+def spectrum(bk, config: SGConvConfig, arrays, plan: FFTPlan, channels: slice = slice(None)):
+    """The first half: the kernel's spectrum for the plan's length, D folded into lag 0.
+
+    Only the H channels in ``channels`` are built (kernels are per channel).
+    Returns (C, h, n//2+1), complex.
+    """
+    whole = channels == slice(None)
+    pick = (lambda x: x) if whole else (lambda x: x[channels])
+    kernels = arrays["kernels"] if whole else tuple(w[:, channels] for w in arrays["kernels"])
+    decay = None if arrays["decay"] is None else pick(arrays["decay"])
+    k = kernel(bk, config, kernels, pick(arrays["multiplier"]),
+               arrays["kernel_norm"] if whole else arrays["kernel_norm"][:, channels], decay,
+               length=plan.length, pad=False)                      # (C', h, min(L, K))
+    D = arrays["D"] if whole else arrays["D"][:, channels]
+    return kernel_spectrum(bk, k, D, plan, config.bidirectional)   # (C, h, F)
+
+
+def layer_plan(bk, config: SGConvConfig, length: int, block_size=None) -> FFTPlan:
+    """The FFT plan of the layer's convolution for sequences of ``length``."""
+    return plan_fft(bk, length, min(length, config.kernel_length), config.bidirectional,
+                    block_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The layer with its kernel already in the frequency domain, for one sequence length.
+
+    ``spectrum`` (C, H, n//2+1) complex (the kernel's FFT with D folded into lag 0),
+    ``out_weight`` (H, C*H) and ``out_bias`` (H,) are arrays of one backend; ``config`` and
+    the FFT ``plan`` (length L, FFT length n, overlap-add block) are static.  Made by
+    :func:`prepare`; the layer functions take it in place of the parameters.  (The torch
+    module keeps one as its evaluation cache; under JAX it is a pytree.)
+    """
+
+    config: SGConvConfig
+    plan: FFTPlan
+    spectrum: Any
+    out_weight: Any
+    out_bias: Any
+
+    @property
+    def length(self) -> int:
+        """The sequence length L the spectrum was prepared for."""
+        return self.plan.length
+
+    @property
+    def dtype(self):
+        """The real dtype the layer computes in (float32 or float64)."""
+        return self.out_weight.dtype
+
+
+register_structure(Prepared, data=("spectrum", "out_weight", "out_bias"),
+                   static=("config", "plan"))
+
+
+def prepare(bk, config: SGConvConfig, arrays, length: int, block_size=None) -> Prepared:
+    """The first half, done once: the spectrum of every channel for sequences of ``length``."""
+    plan = layer_plan(bk, config, length, block_size)
+    return Prepared(config, plan, spectrum(bk, config, arrays, plan), arrays["out_weight"],
+                    arrays["out_bias"])
+
+
+# The memory budget of one channel chunk (bytes): see choose_channel_chunk.
+_MEMORY_BUDGET = [64 << 20]
+
+
+def get_memory_budget() -> int:
+    """The bytes one chunk of channels may take for its FFT convolution (default 64 MiB)."""
+    return _MEMORY_BUDGET[0]
+
+
+def set_memory_budget(nbytes: int) -> int:
+    """Set the per-chunk memory budget used when ``channel_chunk`` is not given; returns the
+    previous value.  Process-wide (it is read when a layer call is traced or run)."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 1:
+        raise TypeError(f"the memory budget must be a positive int of bytes, got {nbytes!r}")
+    previous, _MEMORY_BUDGET[0] = _MEMORY_BUDGET[0], int(nbytes)
+    return previous
+
+
+@contextlib.contextmanager
+def memory_budget(nbytes: int):
+    """``with sgconv.memory_budget(1 << 20): ...``: a per-chunk budget for the block only."""
+    previous = set_memory_budget(nbytes)
+    try:
+        yield
+    finally:
+        set_memory_budget(previous)
+
+
+def choose_channel_chunk(config: SGConvConfig, batch: int, plan: FFTPlan, itemsize: int,
+                         requested: int | None = None) -> int | None:
+    """How many of the H channels to convolve at a time; None for all at once.
+
+    ``requested`` (the user's ``channel_chunk``) wins.  Otherwise the chunk is the largest
+    h whose inverse FFT output, B * C * h * (blocks * n) reals (the largest buffer of the
+    convolution; the input's spectrum and the product are of the same order), fits the
+    memory budget.  The H channels are independent until the mixing, so any h gives the
+    same numbers; a small h keeps the working set in cache and the peak memory near that
+    of the input and output alone (measured in asv_benchmarks/compare_torch.py --long).
+    """
+    H = config.d_model
+    if requested is not None:
+        return None if requested >= H else requested
+    per_channel = max(batch, 1) * config.channels * plan.blocks * plan.n * itemsize
+    h = max(1, get_memory_budget() // per_channel)
+    return None if h >= H else int(h)
+
+
+def layer(bk, config: SGConvConfig, source, u, *, dropout: float = 0.0, rng=None,
+          block_size=None, channel_chunk=None):
+    """The second half: the layer on u (B, H, L), already in the compute dtype, -> (B, H, L).
+
+        y = conv(u, k) + D u  (B, C, H, L) -> (B, C*H, L) -> GELU -> dropout -> W y + b
+
+    source: the ``arrays`` mapping (ARRAY_NAMES; the spectrum is built here, per chunk) or
+    a :class:`Prepared` for this length (block_size must then be None).  channel_chunk:
+    None chooses it from the memory budget (:func:`choose_channel_chunk`).  With chunks of h
+    channels, out = b + sum_chunks W[:, chunk] @ dropout(GELU(conv(u[:, chunk]))): the
+    mixing splits by columns, and each chunk's output is added into one (B, H, L) buffer.
+    """
+    B, H, L = u.shape
+    if isinstance(source, Prepared):
+        plan, full = source.plan, source.spectrum
+        out_weight, out_bias = source.out_weight, source.out_bias
+        spectrum_of = lambda sl: full if sl == slice(None) else full[:, sl]  # noqa: E731
+    else:
+        plan = layer_plan(bk, config, L, block_size)
+        out_weight, out_bias = source["out_weight"], source["out_bias"]
+        spectrum_of = lambda sl: spectrum(bk, config, source, plan, sl)  # noqa: E731
+    h = choose_channel_chunk(config, B, plan, _itemsize(bk, u), channel_chunk)
+    if dropout > 0.0:
+        rng = bk.dropout_rng(rng, like=u)                          # one stream for all chunks
+    if h is None:
+        y = conv_with_spectrum(bk, u, spectrum_of(slice(None)), plan)  # (B, C, H, L)
+        return mix(bk, y, out_weight, out_bias, dropout, rng)      # (B, H, L)
+    C = config.channels
+    W = out_weight.reshape(H, C, H)                                # (H, C, H): [o, c, h]
+    out = None
+    for i, h0 in enumerate(range(0, H, h)):
+        sl = slice(h0, min(h0 + h, H))
+        y = conv_with_spectrum(bk, u[:, sl], spectrum_of(sl), plan)  # (B, C, h, L)
+        z = bk.gelu(y.reshape(B, -1, L))                           # (B, C*h, L)
+        if dropout > 0.0:
+            z = bk.dropout(z, dropout, bk.fold_rng(rng, i))
+        W_part = W[:, :, sl].reshape(H, -1)                        # (H, C*h)
+        out = bk.linear_channels(z, W_part, out_bias, out=out)    # (B, H, L), accumulated
+    return out
+
+
+def _itemsize(bk, x) -> int:
+    return 8 if bk.dtype_name(x) == "float64" else 4
 
 
 def mix(bk, y, out_weight, out_bias, dropout: float = 0.0, rng=None):
     """(B, C, H, L) -> reshape (B, C*H, L) -> GELU -> dropout -> W @ . + b -> (B, H, L)."""
     B, C, H, L = y.shape
-    y = gelu(bk, y.reshape(B, C * H, L))                           # (B, C*H, L)
+    z = bk.gelu(y.reshape(B, C * H, L))                            # (B, C*H, L)
     if dropout > 0.0:
-        y = bk.dropout(y, dropout, rng)
-    return bk.linear_channels(y, out_weight, out_bias)            # (B, H, L)
-
-
-def layer(bk, config: SGConvConfig, arrays: dict, u, *, dropout: float = 0.0, rng=None,
-          block_size=None, return_kernel=False):
-    """The whole SGConv layer on (B, H, L) arrays already in the compute dtype.
-
-    arrays: 'kernels', 'multiplier', 'decay', 'kernel_norm', 'D', 'out_weight', 'out_bias'.
-    """
-    L = u.shape[-1]
-    k = kernel(bk, config, arrays["kernels"], arrays["multiplier"], arrays["kernel_norm"],
-               arrays["decay"], length=L, pad=False)               # (C', H, min(L, K))
-    y = conv(bk, u, k, arrays["D"], config.bidirectional, block_size)  # (B, C, H, L)
-    out = mix(bk, y, arrays["out_weight"], arrays["out_bias"], dropout, rng)
-    if return_kernel:
-        if k.shape[-1] < L:
-            k = bk.pad_last(k, 0, L - k.shape[-1])
-        return out, k
-    return out
+        z = bk.dropout(z, dropout, rng)
+    return bk.linear_channels(z, out_weight, out_bias)             # (B, H, L)

@@ -12,11 +12,11 @@ import numpy as np
 from . import _ops
 from ._config import SGConvConfig
 from ._switch import backend as _backend, known_backends
-from .backends._base import array_framework
+from .backends._base import array_framework, register_structure
 
 __all__ = ["Params", "init", "from_state_dict", "to_state_dict", "save", "load"]
 
-_ARRAY_FIELDS = ("kernels", "multiplier", "decay", "kernel_norm", "D", "out_weight", "out_bias")
+_ARRAY_FIELDS = _ops.ARRAY_NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +82,9 @@ class Params:
                 f"num_parameters={self.config.num_parameters})")
 
 
+register_structure(Params, data=_ARRAY_FIELDS, static=("config",))
+
+
 def _backend_of(params: Params):
     name = params.backend
     return _backend(name if name in known_backends() else None)
@@ -134,13 +137,8 @@ def init(config: SGConvConfig, seed: int = 0, *, dtype: str = "float32",
 def _any_to_numpy(name: str, x) -> np.ndarray:
     """Arrays of any framework to NumPy: checkpoints are interchange, so all are accepted."""
     owner = array_framework(x)
-    if owner == "torch":
-        x = x.detach().cpu()
-        if str(x.dtype) == "torch.bfloat16":
-            x = x.float()
-        return x.numpy()
-    if owner == "cupy":
-        return x.get()
+    if owner is not None and owner != "numpy" and owner in known_backends():
+        return np.asarray(_backend(owner).to_numpy(x))
     arr = np.asarray(x)
     if arr.dtype == object:
         raise TypeError(f"state_dict entry {name!r}: expected an array, got {type(x).__name__}")

@@ -16,7 +16,7 @@ import os
 import threading
 from typing import Callable, NamedTuple
 
-from .backends._base import Backend, BackendUnavailableError
+from .backends._base import Backend, BackendUnavailableError, structures
 
 __all__ = ["use", "using", "get_backend", "backend", "available_backends",
            "register_backend", "BackendInfo", "known_backends"]
@@ -84,6 +84,8 @@ def backend(name: str | None = None) -> Backend:
     name = get_backend() if name is None else _check_name(name)
     inst = _instance(name)
     inst.load()
+    for cls, data, static in structures():      # e.g. JAX learns Params as a pytree
+        inst.register_structure(cls, data, static)
     return inst
 
 

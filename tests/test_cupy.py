@@ -3,7 +3,7 @@
 Without a usable GPU (this CI, most laptops) the GPU tests are skipped with the reason
 ``available_backends()`` gives, and what can be checked here is: that reason, that a
 missing or broken CuPy never breaks ``import sgconv`` (real subprocesses with stand-in
-``cupy`` packages that fail the way real installs do), and the fused-path switch.  The
+``cupy`` packages that fail the way real installs do).  The
 GPU tests compare against the float64 reference and run only where CuPy does.
 """
 
@@ -20,7 +20,6 @@ import pytest
 import reference
 import sgconv
 from sgconv import _ops
-from sgconv.backends.cupy import FUSED_PATHS, CupyBackend, parse_fused
 from conformance.tolerance import assert_close, conv_bound, eps, kernel_bound, layer_bound
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -155,31 +154,6 @@ def test_missing_cupy_names_both_pip_extras(tmp_path):
     assert out["NUMPY"] == "(1, 2, 8)"
 
 
-def test_fused_switch_is_parsed_and_validated(monkeypatch):
-    assert parse_fused(None) == parse_fused("") == parse_fused("none") == frozenset()
-    assert parse_fused("all") == parse_fused(True) == parse_fused("1") == frozenset(FUSED_PATHS)
-    assert parse_fused("gelu") == {"gelu"}
-    assert parse_fused(" Product , gelu ") == {"product", "gelu"}
-    assert parse_fused(["product"]) == {"product"}
-    with pytest.raises(ValueError, match=r"unknown fused path\(s\) \['fft'\]; expected names "
-                                         r"from \('product', 'gelu'\)"):
-        parse_fused("product,fft")
-    with pytest.raises(TypeError, match=r"fused must be a bool, a string or an iterable"):
-        parse_fused(3.5)
-
-    monkeypatch.setenv("SGCONV_CUPY_FUSED", "gelu")
-    assert CupyBackend().fused == {"gelu"}                        # read at construction
-    assert CupyBackend(fused="product").fused == {"product"}      # an argument wins
-    monkeypatch.delenv("SGCONV_CUPY_FUSED")
-    bk = CupyBackend()
-    assert bk.fused == frozenset()                                # off by default
-    bk.fused = "all"
-    assert bk.fused == frozenset(FUSED_PATHS)
-    with pytest.raises(ValueError):
-        bk.fused = "everything"
-    assert bk.fused == frozenset(FUSED_PATHS)                     # a bad value changes nothing
-
-
 # --- on a GPU ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -190,15 +164,11 @@ def cp():
     return sgconv.backend("cupy").cupy
 
 
-@pytest.fixture(params=["none", "all"])
-def fused(request, cp):
-    """The registered cupy backend with its fused paths set for one test, then restored."""
-    bk = sgconv.backend("cupy")
-    before = bk.fused
-    bk.fused = request.param
+@pytest.fixture
+def on_cupy(cp):
+    """The cupy backend active for one test."""
     with sgconv.using("cupy"):
-        yield request.param
-    bk.fused = before
+        yield
 
 
 def _state64(params):
@@ -219,7 +189,7 @@ CASES = [
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("H,C,d,l_max,L,bidirectional", CASES)
-def test_layer_kernel_and_conv_match_reference(cp, fused, H, C, d, l_max, L, bidirectional, dtype):
+def test_layer_kernel_and_conv_match_reference(cp, on_cupy, H, C, d, l_max, L, bidirectional, dtype):
     seed = (H * 1000 + C * 100 + d * 10 + L) % 2**32
     cfg = sgconv.SGConvConfig(d_model=H, l_max=l_max, channels=C, kernel_dim=d,
                               bidirectional=bidirectional, decay_min=1.5, decay_max=3.0)
@@ -227,7 +197,7 @@ def test_layer_kernel_and_conv_match_reference(cp, fused, H, C, d, l_max, L, bid
     state = _state64(params)
     u_host = np.random.default_rng(seed).standard_normal((2, H, L)).astype(dtype)
     u = cp.asarray(u_host)
-    where = f"cupy fused={fused} H={H} C={C} d={d} l_max={l_max} L={L} bi={bidirectional} " \
+    where = f"cupy H={H} C={C} d={d} l_max={l_max} L={L} bi={bidirectional} " \
             f"{dtype} seed={seed}"
 
     k = sgconv.kernel(params, L)
@@ -249,7 +219,7 @@ def test_layer_kernel_and_conv_match_reference(cp, fused, H, C, d, l_max, L, bid
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_overlap_add_blocks_match_reference(cp, fused, bidirectional):
+def test_overlap_add_blocks_match_reference(cp, on_cupy, bidirectional):
     L, taps = 3000, 4
     rng = np.random.default_rng(L + taps)
     Cp = 4 if bidirectional else 2
@@ -261,46 +231,10 @@ def test_overlap_add_blocks_match_reference(cp, fused, bidirectional):
         y = sgconv.conv(cp.asarray(u), cp.asarray(k), cp.asarray(D), bidirectional=bidirectional,
                         block_size=block_size)
         assert_close(cp.asnumpy(y), y_ref, conv_bound(u, k, D, bidirectional, "float64"),
-                     f"cupy fused={fused} L={L} taps={taps} block_size={block_size}")
+                     f"cupy L={L} taps={taps} block_size={block_size}")
 
 
-@pytest.mark.parametrize("mode", ["none", "product", "gelu", "all"])
-def test_fused_paths_are_taken_only_when_switched_on(cp, mode):
-    """The reference tests above cover the numbers; this checks which code ran."""
-    bk = CupyBackend(fused=mode)
-    bk.load()
-    cfg = sgconv.SGConvConfig(d_model=4, l_max=256, channels=2, kernel_dim=8)
-    params = sgconv.init(cfg, seed=3, backend="cupy")
-    arrays = {name: value for name, value in params.arrays().items()}
-    u = cp.asarray(np.random.default_rng(3).standard_normal((2, 4, 256)).astype("float32"))
-    out = _ops.layer(bk, cfg, arrays, u)
-    out_plain = _ops.layer(CupyBackend(fused="none"), cfg, arrays, u)
-    assert out.shape == (2, 4, 256)
-    expected = {"none": set(), "product": {"scaled_product"}, "gelu": {"gelu"},
-                "all": {"scaled_product", "gelu"}}[mode]
-    assert set(bk._kernels) == expected
-    # Fused or not, both are held to the reference by the suite's one tolerance rule.
-    state = _state64(params)
-    u64 = cp.asnumpy(u).astype(np.float64)
-    out_ref = reference.layer(state, u64)
-    bound = layer_bound(state, cfg, u64, "float32")
-    assert_close(cp.asnumpy(out), out_ref, bound, f"fused={mode}")
-    assert_close(cp.asnumpy(out_plain), out_ref, bound, "fused=none")
-
-
-def test_fused_gelu_is_the_erf_form(cp):
-    from scipy.special import erf
-    bk = CupyBackend(fused="gelu")
-    x = np.linspace(-8, 8, 4001)
-    exact = 0.5 * x * (1 + erf(x / math.sqrt(2)))
-    for dtype in ("float32", "float64"):
-        got = cp.asnumpy(bk.gelu(cp.asarray(x, dtype=dtype)))
-        assert got.dtype == dtype
-        # The tolerance rule's GELU term: 4 eps |x| for erf and the products (|GELU(x)| <= |x|).
-        assert_close(got, exact, 4 * eps(dtype) * np.abs(x), f"fused gelu {dtype}")
-
-
-def test_results_stay_on_the_device_in_the_input_dtype(cp, fused):
+def test_results_stay_on_the_device_in_the_input_dtype(cp, on_cupy):
     cfg = sgconv.SGConvConfig(d_model=4, l_max=64, kernel_dim=8)
     params = sgconv.init(cfg, seed=0, backend="cupy")
     u = np.random.default_rng(0).standard_normal((1, 4, 64))
@@ -330,7 +264,7 @@ def test_each_gpu_keeps_its_own_arrays(cp):
     assert_close(cp.asnumpy(y), out_ref, layer_bound(state, cfg, u64, "float32"), "device 1")
 
 
-def test_fft_plans_are_made_once_and_reused(cp, fused):
+def test_fft_plans_are_made_once_and_reused(cp, on_cupy):
     """The three cuFFT plans of a forward pass come from CuPy's plan cache on later calls."""
     cache = cp.fft.config.get_plan_cache()
     if cache.get_size() == 0 or cache.get_memsize() == 0:
@@ -371,7 +305,7 @@ def test_dropout_is_seeded_scaled_and_at_the_rate(cp):
     bk = sgconv.backend("cupy")
     x = cp.full((64, 1024), 3.0, dtype=cp.float32)
     rate = 0.3
-    a, b, c = (cp.asnumpy(bk.dropout(x, rate, seed)) for seed in (1, 1, 2))
+    a, b, c = (cp.asnumpy(bk.dropout(x, rate, bk.dropout_rng(seed, like=x))) for seed in (1, 1, 2))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     kept = a != 0
@@ -380,9 +314,10 @@ def test_dropout_is_seeded_scaled_and_at_the_rate(cp):
     # The number dropped is Binomial(N, rate): 6 standard deviations is a 1e-9 false alarm.
     assert abs((~kept).sum() - rate * N) <= 6 * math.sqrt(N * rate * (1 - rate))
     generator = cp.random.default_rng(5)
+    assert bk.dropout_rng(generator) is generator
     assert bk.dropout(x, rate, generator).shape == x.shape
     with pytest.raises(TypeError, match=r"dropout rng must be None, an int seed"):
-        bk.dropout(x, rate, "seed")
+        bk.dropout_rng("seed")
 
 
 def test_bfloat16_and_foreign_arrays_are_refused_clearly(cp):

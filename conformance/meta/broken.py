@@ -85,9 +85,7 @@ class _Upcast32(BrokenBackend):
 
 
 class _Float32Compute(BrokenBackend):
-    # Use the base class's FFT pipeline so that these two primitives carry every transform.
-    spectral_product = Backend.spectral_product
-    spectral_irfft = Backend.spectral_irfft
+    # Use the base class's FFT convolution so that these two primitives carry every transform.
     fft_conv = Backend.fft_conv
 
     def rfft(self, x, n: int):

@@ -2,9 +2,9 @@
 
 Everything here is a pure jax.numpy function, so the generic operator works unchanged
 under ``jax.jit``, ``jax.grad`` and ``jax.vmap`` (the pure-function API over pytrees
-lives in :mod:`sgconv.jax`).  Loading the backend registers :class:`sgconv.Params` as a
-pytree: its arrays are the leaves and its :class:`~sgconv.SGConvConfig` is static
-metadata.
+lives in :mod:`sgconv.jax`).  Loading the backend registers sgconv's parameter containers
+(:class:`sgconv.Params`, :class:`sgconv.Prepared`) as pytrees: their arrays are the leaves,
+their configuration (and FFT plan) static metadata.
 
 Precision follows JAX's own setting and never changes it: float32 by default, float64
 only when the user has enabled 64-bit mode (``jax.config.update('jax_enable_x64', True)``
@@ -18,64 +18,12 @@ import threading
 
 import numpy as np
 
-from .._params import Params
 from ._base import Backend, BackendUnavailableError, array_framework
 
-__all__ = ["JaxBackend", "hartley_irfft", "next_fast_len", "register_pytrees"]
+__all__ = ["JaxBackend", "hartley_irfft"]
 
 _INSTALL = "pip install 'sgconv[jax]'"
-_PARAMS_DATA_FIELDS = ("kernels", "multiplier", "kernel_norm", "D", "out_weight", "out_bias",
-                       "decay")
 _REGISTER_LOCK = threading.Lock()
-_REGISTERED = False
-
-
-def register_pytrees(jax) -> None:
-    """Make :class:`sgconv.Params` a pytree: arrays as leaves, ``config`` as static metadata.
-
-    Idempotent.  The configuration is a frozen, hashable dataclass, so ``jax.jit`` keys its
-    cache on it and retraces only when the configuration (or a shape/dtype) changes.
-    """
-    global _REGISTERED
-    with _REGISTER_LOCK:
-        if _REGISTERED:
-            return
-        try:
-            jax.tree_util.register_dataclass(Params, data_fields=list(_PARAMS_DATA_FIELDS),
-                                             meta_fields=["config"])
-        except ValueError as exc:  # already registered (e.g. the module was reloaded)
-            if "already registered" not in str(exc).lower():
-                raise
-        _REGISTERED = True
-
-
-def next_fast_len(n: int) -> int:
-    """The smallest 2,3,5,7-smooth integer >= n (n >= 1): an FFT length XLA's CPU FFT likes.
-
-    XLA's CPU FFT (DUCC) has radix-2, 3, 4, 5 and 7 passes.  Measured on this project's
-    2-core CPU (jax 0.10.2, float32 rfft+irfft of 128 rows, 14 random lengths in
-    900..40000, ``asv_benchmarks/bench_jax_layer.py:FFTLength``): the 7-smooth length took
-    0.4-0.95x the time of the next power of two (0.75x on average); 5-smooth and
-    11-smooth lengths were indistinguishable from 7-smooth.
-    """
-    if n <= 1:
-        return 1
-    best = 1 << (n - 1).bit_length()                               # the next power of two
-    p7 = 1
-    while p7 < best:
-        p75 = p7
-        while p75 < best:
-            p753 = p75
-            while p753 < best:
-                # the smallest p753 * 2^k >= n
-                m = p753
-                if m < n:
-                    m <<= (-(-n // m) - 1).bit_length()
-                best = min(best, m)
-                p753 *= 3
-            p75 *= 5
-        p7 *= 7
-    return best
 
 
 def hartley_irfft(jnp, x, n: int, keep: int):
@@ -127,6 +75,7 @@ class JaxBackend(Backend):
     def __init__(self):
         self._jax = None
         self._jnp = None
+        self._registered: set = set()
 
     # --- availability --------------------------------------------------------------
 
@@ -141,8 +90,8 @@ class JaxBackend(Backend):
             raise BackendUnavailableError(
                 f"the 'jax' backend needs JAX, which could not be imported ({exc}); install it "
                 f"with: {_INSTALL}") from exc
-        register_pytrees(jax)
         self._jax, self._jnp = jax, jnp
+        self.xp = jnp
 
     def version(self) -> str:
         self.load()
@@ -155,6 +104,20 @@ class JaxBackend(Backend):
         first = devices[0]
         return (f"{self._jax.default_backend()}:{first.id} ({first.device_kind}), "
                 f"{len(devices)} device(s)")
+
+    def register_structure(self, cls, data: tuple, static: tuple) -> None:
+        """Register ``cls`` as a pytree: ``data`` fields are leaves, ``static`` fields are
+        metadata (frozen and hashable, so ``jax.jit`` keys its cache on them).  Idempotent."""
+        with _REGISTER_LOCK:
+            if cls in self._registered:
+                return
+            try:
+                self._jax.tree_util.register_dataclass(cls, data_fields=list(data),
+                                                       meta_fields=list(static))
+            except ValueError as exc:  # already registered (e.g. the module was reloaded)
+                if "already registered" not in str(exc).lower():
+                    raise
+            self._registered.add(cls)
 
     # --- precision -----------------------------------------------------------------
 
@@ -230,9 +193,6 @@ class JaxBackend(Backend):
 
     # --- the operations the generic math needs -----------------------------------------
 
-    def next_fast_len(self, n: int) -> int:
-        return next_fast_len(n)
-
     def rfft(self, x, n: int):
         return self._jnp.fft.rfft(x, n=n, axis=-1)
 
@@ -256,26 +216,9 @@ class JaxBackend(Backend):
         return self._jnp.take(x, index, axis=-1, mode="clip",
                               indices_are_sorted=True)
 
-    def concat(self, arrays, axis: int = -1):
-        return self._jnp.concatenate(arrays, axis=axis)
-
-    def pad_last(self, x, before: int, after: int):
-        return self._jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(before, after)])
-
-    def flip_last(self, x):
-        return self._jnp.flip(x, axis=-1)
-
-    def sqrt(self, x):
-        return self._jnp.sqrt(x)
 
     def erf(self, x):
         return self._jax.scipy.special.erf(x)
-
-    def exp(self, x):
-        return self._jnp.exp(x)
-
-    def log(self, x):
-        return self._jnp.log(x)
 
     def stop_gradient(self, x):
         return self._jax.lax.stop_gradient(x)
@@ -302,53 +245,35 @@ class JaxBackend(Backend):
                         + (f" of dtype {rng.dtype} and shape {rng.shape}"
                            if hasattr(rng, "dtype") else ""))
 
+    def dropout_rng(self, rng, like=None):
+        """The key dropout draws from (ValueError when missing: JAX has no global state)."""
+        return self.prng_key(rng)
+
+    def fold_rng(self, rng, index: int):
+        """Chunk ``index``'s key: ``fold_in(key, index)``; chunk 0 keeps the key itself."""
+        return rng if index == 0 else self._jax.random.fold_in(rng, index)
+
     def dropout(self, x, rate: float, rng):
         """Inverted dropout with an explicit key: keep with probability 1-rate, scale by 1/(1-rate)."""
-        key = self.prng_key(rng)
-        keep = self._jax.random.bernoulli(key, 1.0 - rate, x.shape)
+        keep = self._jax.random.bernoulli(self.prng_key(rng), 1.0 - rate, x.shape)
         return self._jnp.where(keep, x / (1.0 - rate), self._jnp.zeros((), x.dtype))
 
     # --- fast paths ----------------------------------------------------------------
 
-    #: Largest spectrum one chunk of :meth:`fft_conv` holds (bytes): 80 MiB, two samples
-    #: of 256 rows x 16385 complex64 bins (split into 4 chunks of 2 beat 2 of 4 and 8 of 1).
-    fft_chunk_bytes = 80 << 20
-
     def fft_conv(self, u, k_f, n: int, keep: int):
-        """y = irfft(rfft(u, n)[:, None] * k_f, n)[..., :keep], in chunks along the batch.
-
-        u: (B, H, ..., P) real; k_f: (C, H, ..., n//2+1); returns (B, C, H, ..., keep).
-        Each chunk of samples runs its own rfft -> product -> irfft -> crop, which is exact
-        (samples never mix) and keeps each chunk's spectra near ``fft_chunk_bytes``, so
-        they stay closer to cache and XLA can overlap one chunk's FFT with another's
-        elementwise work.  Measured (B=8, H=256, L=16384, float32, 2 cores, jitted layer,
-        interleaved medians of 7): forward 0.81 s -> 0.63 s, forward+backward
-        1.91 s -> 1.45 s.  A batch that fits in one chunk takes the unsplit path.
-        """
-        jnp = self._jnp
-        B = u.shape[0]
-        F = n // 2 + 1
-        sample_bytes = k_f.shape[0] * int(np.prod(u.shape[1:-1], dtype=np.int64)) * F \
-            * jnp.dtype(k_f.dtype).itemsize                        # one sample's (C, H, ..., F)
-        per_chunk = max(1, self.fft_chunk_bytes // max(sample_bytes, 1))
-        pieces = -(-B // per_chunk)
-
-        def one(x):                                                # (b, H, ..., P)
-            x_f = jnp.fft.rfft(x, n=n, axis=-1)[:, None]           # (b, 1, H, ..., F)
-            y_f = self.spectral_product(x_f, k_f)                  # (b, C, H, ..., F)
-            return self.irfft_head(y_f, n, keep)                   # (b, C, H, ..., keep)
-
-        if pieces <= 1:
-            return one(u)
-        return jnp.concatenate([one(x) for x in jnp.array_split(u, pieces, axis=0)],
-                               axis=0)                             # (B, C, H, ..., keep)
+        """y = irfft(rfft(u, n)[:, None] * k_f, n)[..., :keep], the inverse by
+        :meth:`irfft_head` (the Hartley form on CPU, which crops as it goes)."""
+        k_f = k_f.reshape(k_f.shape[:2] + (1,) * (u.ndim - 3) + k_f.shape[-1:])
+        u_f = self._jnp.fft.rfft(u, n=n, axis=-1)[:, None]         # (B, 1, H, ..., F)
+        return self.irfft_head(u_f * k_f, n, keep)                 # (B, C, H, ..., keep)
 
     def gelu(self, x):
         """Exact (erf) GELU, XLA's fused form."""
         return self._jax.nn.gelu(x, approximate=False)
 
-    def linear_channels(self, y, weight, bias):
-        """out (B, H, L) = weight (H, C*H) @ y[b] (C*H, L) + bias, as a batched GEMM.
+    def linear_channels(self, y, weight, bias, out=None):
+        """out (B, H, L) = weight (H, C*H) @ y[b] (C*H, L) + bias, as a batched GEMM
+        (added to ``out`` when given: the channel chunks' accumulation).
 
         Written ``weight @ y``, XLA:CPU merges B and L into one GEMM over a (C*H, B*L)
         copy of y and transposes the result back, in the forward and again in the
@@ -358,5 +283,5 @@ class JaxBackend(Backend):
         """
         lax, jnp = self._jax.lax, self._jnp
         w = jnp.broadcast_to(weight, (y.shape[0],) + weight.shape)    # (B, H, C*H)
-        out = lax.dot_general(w, y, (((2,), (1,)), ((0,), (0,))))     # (B, H, L)
-        return out + bias[:, None]
+        prod = lax.dot_general(w, y, (((2,), (1,)), ((0,), (0,))))    # (B, H, L)
+        return prod + bias[:, None] if out is None else out + prod

@@ -1,9 +1,8 @@
 """NumPy/SciPy backend, the default: needs no GPU and no framework.
 
-FFTs go through :mod:`scipy.fft` (real transforms, lengths from ``next_fast_len``, and
-``workers=`` so that both halves of the spectrum product run on every core).
-float32 stays float32 and float64 stays float64: scipy.fft computes each in its own
-precision.
+FFTs go through :mod:`scipy.fft` (real transforms, lengths from its ``next_fast_len``, and
+``workers=`` so that the transforms run on every core).  float32 stays float32 and float64
+stays float64: scipy.fft computes each in its own precision.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ def _default_workers() -> int:
 class NumpyBackend(Backend):
     name = "numpy"
     extra = ""
+    xp = np
 
     def __init__(self, workers: int | None = None):
         #: Threads scipy.fft may use; None means every core this process may run on.
@@ -35,7 +35,7 @@ class NumpyBackend(Backend):
         return f"numpy {np.__version__}, scipy {scipy.__version__}"
 
     def device_description(self) -> str:
-        return f"cpu ({self.workers or _default_workers()} FFT workers)"
+        return f"cpu ({self._workers()} FFT workers)"
 
     def is_native(self, x) -> bool:
         return isinstance(x, np.ndarray)
@@ -69,42 +69,39 @@ class NumpyBackend(Backend):
     def irfft(self, x, n: int):
         return scipy.fft.irfft(x, n=n, axis=-1, workers=self._workers())
 
+    def fft_conv(self, u, k_f, n: int, keep: int):
+        """irfft(rfft(u, n)[:, None] * k_f, n)[..., :keep], the product taken in place.
+
+        When the product has u's spectrum's shape (C = 1, the common case) it is written
+        into that spectrum, a temporary of ours, instead of a fresh B*H*F complex buffer:
+        a fresh 268 MB buffer at B=8, H=256, L=16384 float32 doubled the time of
+        sgconv.conv there (median of 9 interleaved runs, 0.79 s vs 0.37 s).
+        """
+        u_f = self.rfft(u, n)[:, None]                             # (B, 1, H, ..., F)
+        k_f = k_f.reshape(k_f.shape[:2] + (1,) * (u.ndim - 3) + k_f.shape[-1:])
+        if np.broadcast_shapes(u_f.shape, k_f.shape) == u_f.shape and \
+                u_f.dtype == np.result_type(u_f, k_f):
+            prod = np.multiply(u_f, k_f, out=u_f)
+        else:
+            prod = u_f * k_f
+        return self.irfft(prod, n)[..., :keep]                     # (B, C, H, ..., keep)
+
     def take(self, x, index):
         return np.take(x, index, axis=-1)
-
-    def concat(self, arrays, axis: int = -1):
-        return np.concatenate(arrays, axis=axis)
-
-    def pad_last(self, x, before: int, after: int):
-        widths = [(0, 0)] * (x.ndim - 1) + [(before, after)]
-        return np.pad(x, widths)
-
-    def flip_last(self, x):
-        return x[..., ::-1]
-
-    def sqrt(self, x):
-        return np.sqrt(x)
 
     def erf(self, x):
         return scipy.special.erf(x)
 
-    def exp(self, x):
-        return np.exp(x)
-
-    def log(self, x):
-        return np.log(x)
+    def dropout_rng(self, rng, like=None):
+        """A numpy.random.Generator from None, an int seed, a SeedSequence or a Generator."""
+        return np.random.default_rng(rng)
 
     def dropout(self, x, rate: float, rng):
-        generator = np.random.default_rng(rng)
-        keep = generator.random(x.shape) >= rate
+        keep = self.dropout_rng(rng).random(x.shape) >= rate
         return np.where(keep, x / np.asarray(1.0 - rate, dtype=x.dtype), np.zeros((), x.dtype))
 
-    def spectral_product(self, u_f, k_f):
-        # Measured fast path: when the product has u_f's shape (C = 1, the common case),
-        # multiply into u_f, a temporary of ours, instead of allocating another B*H*F
-        # complex buffer: a fresh 268 MB buffer at B=8, H=256, L=16384 float32 doubled the
-        # time of sgconv.conv there (median of 9 interleaved runs, 0.79 s vs 0.37 s).
-        if np.broadcast_shapes(u_f.shape, k_f.shape) == u_f.shape and u_f.dtype == \
-                np.result_type(u_f, k_f):
-            return np.multiply(u_f, k_f, out=u_f)
-        return u_f * k_f
+    def linear_channels(self, y, weight, bias, out=None):
+        if out is not None:
+            out += np.matmul(weight, y)                            # our own buffer: in place
+            return out
+        return np.matmul(weight, y) + bias[:, None]

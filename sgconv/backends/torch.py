@@ -1,15 +1,24 @@
 """PyTorch backend: torch tensors on the CPU or a CUDA device, with autograd.
 
 The generic math in :mod:`sgconv._ops` runs unchanged on tensors; this file supplies
-conversion, ``torch.fft``, the device of the result, and the fast paths that measurements
-on the project's CPU showed worth having (numbers at each):
+conversion, the FFTs, the device of the result, and the fast paths that measurements on
+the project's CPU showed worth having (numbers at each):
 
-* ``fft_conv``: the FFT convolution as one :class:`torch.autograd.Function` whose backward
-  pass keeps the input's spectrum and the kernel's, not the length-n intermediates that
-  autograd would hold, and computes the adjoint (a correlation) with real transforms;
-  without autograd the spectral product is taken in place.
+* The FFTs as ``torch.library`` custom ops with registered autograd formulas and fake
+  (meta) implementations: ``sgconv::rfft`` (the kernel's spectrum) and ``sgconv::fft_conv``
+  (transform, product, inverse and crop), each with a backward op.  The backward keeps the
+  input's spectrum and the kernel's, not the length-n intermediates autograd would hold,
+  and computes the adjoints (correlations) with real transforms.  As custom ops they are
+  opaque to ``torch.compile``: no complex tensor ever enters an Inductor graph.  That is
+  also what keeps compiled training alive on PyTorch <= 2.13: there, Inductor's CPU code
+  for the gradient of ``rfft`` (a strided read of ``view_as_real``) fused with the
+  gradient of ``F.interpolate`` (an index_put) emits a 2D-tiled ``atomic_add`` whose index
+  adds the inner tile offset twice, writing out of bounds (heap corruption, "double free
+  or corruption"; pytorch/pytorch#191837, fixed by #191861).  tests/test_torch_compile.py
+  keeps the six-line reproducer.
 * ``upsample``: SPEC's stretch of the sub-kernels is ``F.interpolate``'s, one fused pass.
-* ``linear_channels``: the channel mixing as one ``baddbmm`` (bias folded into the GEMM).
+* ``linear_channels``: the channel mixing as one ``baddbmm`` (bias folded into the GEMM),
+  accumulated in place over channel chunks.
 * ``gelu``: torch's exact (erf) GELU kernel; ``take``: ``gather``.
 
 ``torch`` is imported by :meth:`TorchBackend.load`, never by ``import sgconv``.
@@ -17,41 +26,16 @@ on the project's CPU showed worth having (numbers at each):
 
 from __future__ import annotations
 
-import functools
+import threading
 
 import numpy as np
 
-from ._base import Backend, BackendUnavailableError
+from ._base import Backend, BackendUnavailableError, next_smooth
 
-__all__ = ["TorchBackend", "fast_len"]
+__all__ = ["TorchBackend"]
 
-@functools.lru_cache(maxsize=1024)
-def fast_len(n: int) -> int:
-    """The smallest even 2,3,5,7-smooth integer >= n (n itself for n <= 2).
-
-    MKL (the CPU FFT of the PyTorch wheels), pocketfft and cuFFT all have kernels for
-    radices 2, 3, 5 and 7.  Measured on the project's 2-core CPU (rfft + irfft of 2**21
-    floats, 24 random target lengths 600 to 70000, median of 7): these lengths took 0.65x
-    the time of the next power of two in total, and 5-smooth lengths were no faster.
-    """
-    if n <= 2:
-        return max(int(n), 1)
-    best = None
-    p2 = 2
-    while p2 < 2 * n:                       # every even 2,3,5,7-smooth number in [n, 2^k]
-        p3 = p2
-        while p3 < 2 * n:
-            p5 = p3
-            while p5 < 2 * n:
-                p7 = p5
-                while p7 < n:
-                    p7 *= 7
-                if best is None or p7 < best:
-                    best = p7
-                p5 *= 5
-            p3 *= 3
-        p2 *= 2
-    return best
+_OPS_LOCK = threading.Lock()
+_OPS: dict = {}
 
 
 class TorchBackend(Backend):
@@ -60,10 +44,11 @@ class TorchBackend(Backend):
     name = "torch"
     extra = "torch"
     differentiable = True
+    fft_multiple = 2          # cuFFT: an even real transform is a half-length complex one
 
     def __init__(self):
         self.torch = None
-        self._fft_conv_fn = None
+        self._ops = None
 
     # --- availability --------------------------------------------------------------
 
@@ -76,8 +61,9 @@ class TorchBackend(Backend):
             raise BackendUnavailableError(
                 f"the 'torch' backend needs PyTorch, which could not be imported ({exc}); "
                 f"install it with: pip install 'sgconv[torch]'") from exc
+        self._ops = _custom_ops(torch)
+        self.xp = torch
         self.torch = torch
-        self._fft_conv_fn = _make_fft_conv(torch)
 
     def version(self) -> str:
         self.load()
@@ -130,6 +116,9 @@ class TorchBackend(Backend):
     def cast(self, x, dtype: str):
         return x.to(getattr(self.torch, dtype))
 
+    def cast_hint(self, name: str) -> str:
+        return f"{name}.float()"
+
     def zeros(self, shape, dtype: str, like=None):
         device = None if like is None else like.device
         return self.torch.zeros(tuple(shape), dtype=getattr(self.torch, dtype), device=device)
@@ -138,14 +127,24 @@ class TorchBackend(Backend):
 
     def next_fast_len(self, n: int) -> int:
         if self.torch.compiler.is_compiling():
-            return fast_len.__wrapped__(n)     # dynamo traces through, skipping the cache
-        return fast_len(n)
+            # dynamo traces through the search (plain int arithmetic), skipping the cache
+            return next_smooth.__wrapped__(int(n), self.fft_primes, self.fft_multiple)
+        return super().next_fast_len(n)
 
     def rfft(self, x, n: int):
-        return self.torch.fft.rfft(x, n=n)
+        """Real FFT of the last axis, zero-padded to n (the ``sgconv::rfft`` custom op)."""
+        return self._ops["rfft"](x, n)
 
     def irfft(self, x, n: int):
         return self.torch.fft.irfft(x, n=n)
+
+    def fft_conv(self, u, k_f, n: int, keep: int):
+        """irfft(rfft(u, n)[:, None] * k_f, n)[..., :keep], (B, H, ..., P) -> (B, C, H, ..., keep),
+        as the ``sgconv::fft_conv`` custom op.  conj(rfft(u)) is kept for the backward only
+        when the kernel's spectrum needs a gradient."""
+        torch = self.torch
+        save = bool(torch.is_grad_enabled() and k_f.requires_grad)
+        return self._ops["fft_conv"](u, k_f, n, keep, save)[0]
 
     def take(self, x, index):
         # gather (scatter_add backward) measured 1.5x faster than index_select forward and
@@ -153,44 +152,39 @@ class TorchBackend(Backend):
         idx = self.torch.as_tensor(index, dtype=self.torch.long, device=x.device)
         return self.torch.gather(x, -1, idx.expand(*x.shape[:-1], idx.shape[0]))
 
-    def concat(self, arrays, axis: int = -1):
-        return self.torch.cat(list(arrays), dim=axis)
-
     def pad_last(self, x, before: int, after: int):
         return self.torch.nn.functional.pad(x, (before, after))
 
     def flip_last(self, x):
-        return x.flip(-1)
-
-    def sqrt(self, x):
-        return self.torch.sqrt(x)
+        return x.flip(-1)                          # torch has no negative strides
 
     def erf(self, x):
         return self.torch.erf(x)
 
-    def exp(self, x):
-        return self.torch.exp(x)
-
-    def log(self, x):
-        return self.torch.log(x)
-
     def stop_gradient(self, x):
         return x.detach()
 
-    def dropout(self, x, rate: float, rng):
-        """Inverted dropout.  rng: None (torch's global generator, the fused kernel),
-        a ``torch.Generator``, or an int seed for a fresh generator on x's device."""
+    # --- randomness ----------------------------------------------------------------
+
+    def dropout_rng(self, rng, like=None):
+        """None (torch's global generator: the fused dropout kernel), a ``torch.Generator``,
+        or an int seed for a fresh generator on ``like``'s device."""
         torch = self.torch
+        if rng is None or isinstance(rng, torch.Generator):
+            return rng
+        if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+            device = None if like is None else like.device
+            return torch.Generator(device=device).manual_seed(int(rng))
+        raise TypeError(f"the torch backend's dropout takes rng=None, an int seed or a "
+                        f"torch.Generator, got {type(rng).__name__}")
+
+    def dropout(self, x, rate: float, rng):
+        """Inverted dropout: keep with probability 1 - rate, scale kept elements by 1/(1-rate)."""
+        torch = self.torch
+        rng = self.dropout_rng(rng, like=x)
         if rng is None:
             return torch.nn.functional.dropout(x, rate, training=True)
-        if isinstance(rng, torch.Generator):
-            generator = rng
-        elif isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-            generator = torch.Generator(device=x.device).manual_seed(int(rng))
-        else:
-            raise TypeError(f"the torch backend's dropout takes rng=None, an int seed or a "
-                            f"torch.Generator, got {type(rng).__name__}")
-        keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) >= rate
+        keep = torch.rand(x.shape, generator=rng, device=x.device, dtype=x.dtype) >= rate
         return x * keep / (1.0 - rate)
 
     def synchronize(self) -> None:
@@ -212,95 +206,155 @@ class TorchBackend(Backend):
         extra = {} if mode == "nearest" else {"align_corners": False}
         return self.torch.nn.functional.interpolate(w, scale_factor=factor, mode=mode, **extra)
 
-    def linear_channels(self, y, weight, bias):
-        """out (B, H, L) = weight (H, C*H) @ y (B, C*H, L) + bias, as one batched GEMM.
+    def linear_channels(self, y, weight, bias, out=None):
+        """out (B, H, L) = weight (H, C*H) @ y (B, C*H, L) + bias, as one batched GEMM;
+        with ``out``, the product is added into it in place (``baddbmm_`` saves its
+        factors, not ``out``, so no second (B, H, L) buffer exists).
 
         Measured (B=8, H=256, L=16384 float32, 2 threads): baddbmm 0.10 s, ``weight @ y +
         bias[:, None]`` 0.62 s (the broadcast matmul and the separate bias pass).
         """
         B = y.shape[0]
-        return self.torch.baddbmm(bias[None, :, None], weight.expand(B, *weight.shape), y)
-
-    def spectral_product(self, u_f, k_f):
-        """u_f * k_f, written into u_f when the result has u_f's shape (C = 1) and
-        autograd does not need u_f: saves a B*H*F complex buffer."""
-        if (not (u_f.requires_grad or k_f.requires_grad) or not self.torch.is_grad_enabled()) \
-                and u_f.shape == self.torch.broadcast_shapes(u_f.shape, k_f.shape) \
-                and u_f.dtype == k_f.dtype:
-            return u_f.mul_(k_f)
-        return u_f * k_f
-
-    def fft_conv(self, u, k_f, n: int, keep: int):
-        """irfft(rfft(u, n)[:, None] * k_f, n)[..., :keep], (B, H, ..., P) -> (B, C, H, ..., keep).
-
-        With autograd on, a custom Function (see :func:`_make_fft_conv`); without, the
-        plain transforms with the product taken in place.
-        """
-        torch = self.torch
-        if torch.is_grad_enabled() and (u.requires_grad or k_f.requires_grad):
-            return self._fft_conv_fn(u, k_f, n, keep)
-        u_f = torch.fft.rfft(u, n=n)[:, None]                        # (B, 1, H, ..., F)
-        return torch.fft.irfft(self.spectral_product(u_f, k_f), n=n)[..., :keep]
+        factor = weight.expand(B, *weight.shape)
+        if out is not None:
+            return out.baddbmm_(factor, y)
+        return self.torch.baddbmm(bias[None, :, None], factor, y)
 
 
-def _make_fft_conv(torch):
-    """The FFT convolution as a torch.autograd.Function (built once torch is imported).
+def _custom_ops(torch) -> dict:
+    """Register the ``sgconv::`` custom ops once per process; returns them by name.
 
-    Forward: y = irfft(U * K, n)[..., :keep] with U = rfft(u, n), K = k_f.
-    Saved: conj(U) (B, H, ..., F), only when K needs a gradient, and K; autograd alone
-    would also hold the product.  The output is a view of the first ``keep`` samples of
-    the irfft's buffer: a contiguous copy would cost a pass and a fresh allocation (the
-    GELU after it keeps the buffer for its backward; the peak-memory comparison in
-    asv_benchmarks/compare_torch.py includes that).
+    Forward: Y = rfft(x, n); y = irfft(rfft(u, n) * K, n)[..., :keep].
+    Backward, with G the incoming gradient (PyTorch's convention for a complex z is
+    dL/dRe z + i dL/dIm z):
 
-    Backward, with G = rfft(g, n) (zero-padding g to n is the adjoint of the crop):
-      grad_u = irfft(sum_c G * conj(K), n)[..., :P]     (correlation: adjoint of convolution)
-      grad_K = w * sum_b G * conj(U)                    (summed over broadcast axes)
-    where w_f = 2/n for 0 < f < n/2 and 1/n at f = 0 and f = n/2: the weights with which
-    irfft reads each bin (the bins strictly inside appear twice in the full spectrum).
-    With PyTorch's convention for complex gradients (dL/dRe + i dL/dIm), this grad_K is
-    what autograd itself gives for irfft(U * K); the rfft that made K then turns it into
-    the gradient of the time-domain kernel.
+    * rfft: dL/dx[t] = Re sum_f G_f e^{+2 pi i f t / n} = n irfft(G w', n)[t], with w' = 1/2 on
+      the interior bins (irfft counts those twice) and 1 at f = 0 and f = n/2.
+    * fft_conv, with Gy = rfft(g, n) (zero-padding g to n is the adjoint of the crop):
+      grad_u = irfft(sum_c Gy conj(K), n)[..., :P]   (correlation: the adjoint of convolution)
+      grad_K = w sum_b Gy conj(U)                     (summed over u's block axes too)
+      where w_f = 2/n inside and 1/n at f = 0 and f = n/2: the weights with which irfft
+      reads each bin.  This is what autograd itself gives for irfft(U * K).
     """
+    with _OPS_LOCK:
+        if _OPS:
+            return _OPS
+        def complex_of(dtype):
+            return torch.complex128 if dtype == torch.float64 else torch.complex64
 
-    class FFTConv(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, u, k_f, n, keep):
-            u_f = torch.fft.rfft(u, n=n)                              # (B, H, ..., F)
-            y = torch.fft.irfft(u_f[:, None] * k_f, n=n)[..., :keep]  # (B, C, H, ..., keep)
-            # grad_K needs conj(U): conjugate the buffer in place once now, rather than
-            # have every product in backward materialise a conjugated copy (measured: the
-            # copies took 0.35 s of a 3.4 s step at B=8, H=256, L=16384).
-            u_conj = u_f.conj_physical_() if ctx.needs_input_grad[1] else None
-            ctx.save_for_backward(u_conj, k_f)
-            ctx.n, ctx.length = n, u.shape[-1]
-            return y
+        @torch.library.custom_op("sgconv::rfft", mutates_args=(),
+                                 schema="(Tensor x, int n) -> Tensor")
+        def rfft(x, n):
+            return torch.fft.rfft(x, n=n)
 
-        @staticmethod
-        @torch.autograd.function.once_differentiable
-        def backward(ctx, g):
-            u_conj, k_f = ctx.saved_tensors                           # conj(U), K
-            n = ctx.n
-            g_f = torch.fft.rfft(g, n=n)                              # (B, C, H, ..., F)
-            grad_u = grad_k = None
-            if ctx.needs_input_grad[1]:
+        @rfft.register_fake
+        def _(x, n):
+            return x.new_empty((*x.shape[:-1], n // 2 + 1), dtype=complex_of(x.dtype))
+
+        @torch.library.custom_op("sgconv::rfft_backward", mutates_args=(),
+                                 schema="(Tensor grad, int n, int m) -> Tensor")
+        def rfft_backward(grad, n, m):
+            w = torch.ones(grad.shape[-1], dtype=grad.real.dtype, device=grad.device)
+            w[1:(n + 1) // 2] = 0.5                                # interior bins
+            return torch.fft.irfft(grad * w, n=n)[..., :m] * n    # (..., m)
+
+        @rfft_backward.register_fake
+        def _(grad, n, m):
+            return grad.new_empty((*grad.shape[:-1], m), dtype=grad.real.dtype)
+
+        def rfft_setup(ctx, inputs, output):
+            ctx.n, ctx.m = inputs[1], inputs[0].shape[-1]
+
+        def rfft_grad(ctx, grad):
+            return rfft_backward(grad, ctx.n, ctx.m), None
+
+        rfft.register_autograd(rfft_grad, setup_context=rfft_setup)
+
+        def spectrum_view(k_f, ndim: int):
+            """k_f (C, H, F) broadcast over the block axes of a rank-``ndim`` u."""
+            return k_f.reshape(*k_f.shape[:2], *([1] * (ndim - 3)), k_f.shape[-1])
+
+        @torch.library.custom_op(
+            "sgconv::fft_conv", mutates_args=(),
+            schema="(Tensor u, Tensor k_f, int n, int keep, bool save_spectrum) -> (Tensor, Tensor)")
+        def fft_conv(u, k_f, n, keep, save_spectrum):
+            k = spectrum_view(k_f, u.ndim)                         # (C, H, ..., F)
+            u_f = torch.fft.rfft(u, n=n)[:, None]                  # (B, 1, H, ..., F)
+            if save_spectrum:
+                prod = u_f * k
+                # grad_K needs conj(U): conjugate the buffer in place once now, rather than
+                # have every product in backward materialise a conjugated copy (measured:
+                # the copies took 0.35 s of a 3.4 s step at B=8, H=256, L=16384).
+                saved = u_f[:, 0].conj_physical_()
+            else:
+                same = torch.broadcast_shapes(u_f.shape, k.shape) == u_f.shape
+                prod = u_f.mul_(k) if same and u_f.dtype == k.dtype else u_f * k
+                saved = u_f.new_empty((0,))
+            # The output is a view of the first ``keep`` samples of irfft's buffer: a
+            # contiguous copy would cost a pass and an allocation (the GELU after it keeps
+            # the buffer for its backward; compare_torch.py's peak memory includes that).
+            return torch.fft.irfft(prod, n=n)[..., :keep], saved
+
+        @fft_conv.register_fake
+        def _(u, k_f, n, keep, save_spectrum):
+            B, H, rest = u.shape[0], u.shape[1], tuple(u.shape[2:-1])
+            full = u.new_empty((B, k_f.shape[0], H, *rest, n))
+            F = n // 2 + 1
+            saved = u.new_empty((B, H, *rest, F) if save_spectrum else (0,),
+                                dtype=complex_of(u.dtype))
+            return full[..., :keep], saved
+
+        @torch.library.custom_op(
+            "sgconv::fft_conv_backward", mutates_args=(),
+            schema="(Tensor g, Tensor u_conj, Tensor k_f, int n, int length, bool need_u, "
+                   "bool need_k) -> (Tensor, Tensor)")
+        def fft_conv_backward(g, u_conj, k_f, n, length, need_u, need_k):
+            g_f = torch.fft.rfft(g, n=n)                           # (B, C, H, ..., F)
+            grad_u = grad_k = g.new_empty((0,))
+            if need_k:
                 # sum over b one slice at a time, into one buffer: no (B, C, H, ..., F)
                 # temporary (einsum permutes g_f into a copy; measured slower)
-                acc = g_f[0] * u_conj[0]                              # (C, H, ..., F)
+                if g_f.shape[0] == 0:                              # empty batch
+                    acc = g_f.new_zeros(g_f.shape[1:])
+                else:
+                    acc = g_f[0] * u_conj[0]                       # (C, H, ..., F)
                 for b in range(1, g_f.shape[0]):
                     acc.addcmul_(g_f[b], u_conj[b])
-                acc = acc.sum_to_size(k_f.shape)                      # block axis summed too
+                acc = acc.reshape(*acc.shape[:2], -1, acc.shape[-1]).sum(2)  # block axes
                 acc.mul_(2.0 / n)
-                acc[..., 0] *= 0.5                                    # DC is read once
+                acc[..., 0] *= 0.5                                 # DC is read once
                 if n % 2 == 0:
-                    acc[..., -1] *= 0.5                               # so is Nyquist
-                grad_k = acc
-            if ctx.needs_input_grad[0]:
+                    acc[..., -1] *= 0.5                            # so is Nyquist
+                grad_k = acc                                       # (C, H, F)
+            if need_u:
+                k = spectrum_view(k_f, g.ndim - 1)
                 if g_f.shape[1] == 1:
-                    prod = g_f.mul_(k_f.conj())[:, 0]                 # C = 1: in place
+                    prod = g_f.mul_(k.conj())[:, 0]                # C = 1: in place
                 else:
-                    prod = (g_f * k_f.conj()).sum(1)                  # (B, H, ..., F)
-                grad_u = torch.fft.irfft(prod, n=n)[..., :ctx.length]  # (B, H, ..., P)
-            return grad_u, grad_k, None, None
+                    prod = (g_f * k.conj()).sum(1)                 # (B, H, ..., F)
+                grad_u = torch.fft.irfft(prod, n=n)[..., :length]  # (B, H, ..., P)
+            return grad_u, grad_k
 
-    return FFTConv.apply
+        @fft_conv_backward.register_fake
+        def _(g, u_conj, k_f, n, length, need_u, need_k):
+            B, H, rest = g.shape[0], g.shape[2], tuple(g.shape[3:-1])
+            grad_u = g.new_empty((B, H, *rest, n))[..., :length] if need_u else g.new_empty((0,))
+            grad_k = k_f.new_empty(k_f.shape) if need_k else g.new_empty((0,))
+            return grad_u, grad_k
+
+        def fft_conv_setup(ctx, inputs, output):
+            u, k_f, n, keep, save_spectrum = inputs
+            ctx.save_for_backward(output[1], k_f)
+            ctx.n, ctx.length = n, u.shape[-1]
+            ctx.mark_non_differentiable(output[1])
+
+        def fft_conv_grad(ctx, grad_y, grad_saved):
+            u_conj, k_f = ctx.saved_tensors
+            need_u, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            grad_u, grad_k = fft_conv_backward(grad_y, u_conj, k_f, ctx.n, ctx.length,
+                                               need_u, need_k)
+            return (grad_u if need_u else None, grad_k if need_k else None, None, None, None)
+
+        fft_conv.register_autograd(fft_conv_grad, setup_context=fft_conv_setup)
+        _OPS.update(rfft=rfft, fft_conv=fft_conv)
+        return _OPS

@@ -18,18 +18,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _ops
-from .._api import validate_input
+from .. import _checks, _ops
+from .._api import check_prepared
 from .._config import SGConvConfig
+from .._ops import Prepared
 from .._params import Params, init as _numpy_init
 from .._switch import backend as _get_backend
 from ..backends._base import array_framework
 
 __all__ = ["init", "kernel", "apply", "prepare", "Prepared", "trainable", "as_jax_params"]
 
-_FLOATS = ("float16", "bfloat16", "float32", "float64")
-
-_BK = _get_backend("jax")  # loads the backend: registers Params as a pytree
+_BK = _get_backend("jax")  # loads the backend: registers Params and Prepared as pytrees
 
 
 # --- argument checks ----------------------------------------------------------------------
@@ -40,8 +39,8 @@ def _dtype_name(dtype) -> str:
         name = jnp.dtype(dtype).name
     except TypeError:
         name = None
-    if name not in _FLOATS:
-        raise TypeError(f"dtype must be one of {', '.join(_FLOATS)} (e.g. jnp.float32), "
+    if name not in _checks.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be one of {', '.join(_checks.FLOAT_DTYPES)} (e.g. jnp.float32), "
                         f"got {dtype!r}")
     if name == "float64" and not _BK.x64_enabled():
         raise _BK._refuse_64("the requested parameter dtype")
@@ -77,37 +76,6 @@ def as_jax_params(params: Params, dtype=None) -> Params:
     except TypeError as exc:
         raise TypeError(f"cannot convert the {params.backend} parameters to JAX: {exc} (or "
                         f"choose the dtype: sgconv.jax.as_jax_params(params, jnp.float32))") from exc
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a Python bool (it selects a compiled program, so it "
-                        f"cannot be a traced value), got {value!r}")
-    return bool(value)
-
-
-def _check_rate(dropout) -> float:
-    if (isinstance(dropout, bool) or not isinstance(dropout, numbers.Real)
-            or not 0.0 <= float(dropout) < 1.0):
-        raise ValueError(f"dropout must be a Python float rate in [0, 1), got {dropout!r}")
-    return float(dropout)
-
-
-def _check_block_size(block_size):
-    if block_size is None:
-        return None
-    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) \
-            or block_size < 0:
-        raise ValueError(f"block_size must be None (let the planner choose), 0 (one FFT) or a "
-                         f"positive int (overlap-add blocks), got {block_size!r}")
-    return int(block_size)
-
-
-def _check_length(length) -> int:
-    if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 1:
-        raise ValueError(f"length must be a Python int >= 1 (it is a shape, so it is static), "
-                         f"got {length!r}")
-    return int(length)
 
 
 # --- init ---------------------------------------------------------------------------------
@@ -206,7 +174,7 @@ def kernel(params: Params, length: int):
     Differentiable w.r.t. the sub-kernels and the learnable decay; ``length`` is static.
     """
     params = as_jax_params(params)
-    return _kernel_jit(params, _check_length(length))
+    return _kernel_jit(params, _checks.check_length(length))
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -215,37 +183,6 @@ def _kernel_jit(params: Params, length: int):
     a = _compute_arrays(params, cdtype)
     return _ops.kernel(_BK, params.config, a["kernels"], a["multiplier"], a["kernel_norm"],
                        a["decay"], length=length)                  # (C', H, L)
-
-
-@dataclasses.dataclass(frozen=True)
-class Prepared:
-    """The layer with its kernel already in the frequency domain, for one sequence length.
-
-    Built by :func:`prepare`; :func:`apply` takes it in place of the parameters.  A pytree:
-    ``spectrum`` (C, H, n//2+1) complex (the kernel's FFT with D folded into lag 0),
-    ``out_weight`` (H, C*H) and ``out_bias`` (H,) are the leaves; the configuration and the
-    FFT plan (length L, FFT length n, overlap-add block) are static.
-    """
-
-    config: SGConvConfig
-    plan: _ops.FFTPlan
-    spectrum: jax.Array
-    out_weight: jax.Array
-    out_bias: jax.Array
-
-    @property
-    def length(self) -> int:
-        """The sequence length L this spectrum was prepared for."""
-        return self.plan.length
-
-    @property
-    def dtype(self):
-        """The real dtype the layer computes in (float32, or float64 under x64)."""
-        return self.out_weight.dtype
-
-
-jax.tree_util.register_dataclass(Prepared, data_fields=["spectrum", "out_weight", "out_bias"],
-                                 meta_fields=["config", "plan"])
 
 
 def prepare(params: Params, length: int, *, dtype=None, block_size: int | None = None
@@ -258,6 +195,11 @@ def prepare(params: Params, length: int, *, dtype=None, block_size: int | None =
     only transforms u: the same numbers in less time (the PyTorch module does the same
     in ``eval()``; timings in ``asv_benchmarks/compare_jax_torch.py`` and docs/jax.md).
 
+    Returns :class:`sgconv.Prepared`, a pytree: ``spectrum`` (C, H, n//2+1) complex (the
+    kernel's FFT with D folded into lag 0), ``out_weight`` (H, C*H) and ``out_bias`` (H,)
+    are its leaves; the configuration and the FFT plan (length L, FFT length n, overlap-add
+    block) are static.
+
     dtype: the compute precision (default: the parameters' own; float32 for
     float16/bfloat16); inputs must then compute in that precision.  block_size: as in
     :func:`apply`, fixed here with the FFT plan.  ``prepare`` works under ``jit`` (with
@@ -265,44 +207,20 @@ def prepare(params: Params, length: int, *, dtype=None, block_size: int | None =
     with :func:`apply`, whose gradients reach the sub-kernels.
     """
     params = as_jax_params(params)
-    length = _check_length(length)
-    block_size = _check_block_size(block_size)
+    length = _checks.check_length(length)
+    block_size = _checks.check_block_size(block_size)
     cdtype = _ops.compute_dtype(_dtype_name(params.D.dtype if dtype is None else dtype))
-    cfg = params.config
-    plan = _ops.plan_fft(_BK, length, min(length, cfg.kernel_length), cfg.bidirectional,
-                         block_size)
-    return _prepare_jit(params, plan, cdtype)
+    return _prepare_jit(params, length, block_size, cdtype)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _prepare_jit(params: Params, plan: _ops.FFTPlan, cdtype: str) -> Prepared:
-    cfg = params.config
-    a = _compute_arrays(params, cdtype)
-    k = _ops.kernel(_BK, cfg, a["kernels"], a["multiplier"], a["kernel_norm"], a["decay"],
-                    length=plan.length, pad=False)                 # (C', H, min(L, K))
-    k_f = _ops.kernel_spectrum(_BK, k, a["D"], plan, cfg.bidirectional)  # (C, H, n//2+1)
-    return Prepared(cfg, plan, k_f, a["out_weight"], a["out_bias"])
-
-
-def _check_prepared_input(prepared: Prepared, u, transposed: bool, block_size) -> None:
-    if block_size is not None:
-        raise ValueError("block_size is fixed when the spectrum is prepared: pass it to "
-                         "sgconv.jax.prepare(params, length, block_size=...)")
-    L = u.shape[-1] if transposed else u.shape[-2]
-    if L != prepared.length:
-        raise ValueError(f"this Prepared layer was made for sequences of length "
-                         f"{prepared.length}, got u of length {L}; call "
-                         f"sgconv.jax.prepare(params, {L}) for that length")
-    got = _ops.compute_dtype(_BK.dtype_name(u))
-    want = jnp.dtype(prepared.dtype).name
-    if got != want:
-        raise TypeError(f"this Prepared layer computes in {want}, but u "
-                        f"({_BK.dtype_name(u)}) computes in {got}; pass {want} input, or "
-                        f"prepare with sgconv.jax.prepare(params, length, dtype=jnp.{got})")
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _prepare_jit(params: Params, length: int, block_size, cdtype: str) -> Prepared:
+    return _ops.prepare(_BK, params.config, _compute_arrays(params, cdtype), length, block_size)
 
 
 def apply(params: Params | Prepared, u, *, transposed: bool = True, dropout: float = 0.0,
-          key=None, deterministic: bool = False, block_size: int | None = None):
+          key=None, deterministic: bool = False, block_size: int | None = None,
+          channel_chunk: int | None = None):
     """The SGConv layer, a pure function of (params, u, key):
 
         y = k * u + D u        (B, C, H, L)   causal (and anti-causal) FFT convolution
@@ -315,36 +233,38 @@ def apply(params: Params | Prepared, u, *, transposed: bool = True, dropout: flo
     same layout and dtype as u.  The parameters are cast to u's dtype; float16/bfloat16
     inputs are computed in float32 (FFT included) and the result cast back.
 
-    params: :class:`sgconv.Params`, or a :class:`Prepared` from :func:`prepare` (the
-    kernel's spectrum computed once, for inference at that length and precision).
+    params: :class:`sgconv.Params`, or a :class:`sgconv.Prepared` from :func:`prepare`
+    (the kernel's spectrum computed once, for inference at that length and precision).
     dropout: rate in [0, 1); when > 0 and ``deterministic`` is False it needs ``key`` (a
     JAX key; split a new one per step), else ValueError.  ``deterministic=True`` turns
     dropout off (evaluation).  block_size: None lets the FFT planner choose overlap-add
-    for kernels much shorter than L; 0 forces one FFT.  ``transposed``, ``dropout``,
-    ``deterministic`` and ``block_size`` are static (they select the compiled program).
+    for kernels much shorter than L; 0 forces one FFT.  channel_chunk: convolve that many
+    of the H channels at a time (None: chosen from ``sgconv.get_memory_budget()``; the
+    numbers are the same).  ``transposed``, ``dropout``, ``deterministic``, ``block_size``
+    and ``channel_chunk`` are static (they select the compiled program).
     """
     prepared = isinstance(params, Prepared)
     if not prepared:
         params = as_jax_params(params)
-    transposed = _check_bool("transposed", transposed)
-    deterministic = _check_bool("deterministic", deterministic)
-    rate = _check_rate(dropout)
-    block_size = _check_block_size(block_size)
-    u = _BK.asarray(u)                        # NumPy float64 without x64 -> TypeError here
-    if u.ndim not in (2, 3):
-        layout = "(B, H, L)" if transposed else "(B, L, H)"
-        raise ValueError(f"u must be {layout}, or one unbatched sequence "
-                         f"{layout.replace('B, ', '')}; got shape {tuple(u.shape)}")
-    validate_input(_BK, u if u.ndim == 3 else u[None], params.config.d_model, transposed)
+    transposed = _checks.check_bool("transposed", transposed)
+    deterministic = _checks.check_bool("deterministic", deterministic)
+    rate = _checks.check_rate(dropout)
+    block_size = _checks.check_block_size(block_size)
+    channel_chunk = _checks.check_channel_chunk(channel_chunk)
+    u = _checks.check_input(_BK, u, params.config.d_model, transposed, unbatched=True)
     if prepared:
-        _check_prepared_input(params, u, transposed, block_size)
+        check_prepared(_BK, params, u, transposed, block_size)
     if rate > 0.0 and not deterministic:
         key = _BK.prng_key(key)               # missing key -> ValueError naming the fix
     else:
         rate, key = 0.0, None                 # evaluation: the key is not used
-    if prepared:
-        return _apply_prepared_jit(params, u, key, transposed, rate)
-    return _apply_jit(params, u, key, transposed, rate, block_size)
+    # the chunk is chosen here, outside jit, so that the memory budget in force is read
+    B = 1 if u.ndim == 2 else u.shape[0]
+    L = u.shape[-1] if transposed else u.shape[-2]
+    plan = params.plan if prepared else _ops.layer_plan(_BK, params.config, L, block_size)
+    itemsize = 8 if _ops.compute_dtype(_BK.dtype_name(u)) == "float64" else 4
+    chunk = _ops.choose_channel_chunk(params.config, B, plan, itemsize, channel_chunk)
+    return _apply_jit(params, u, key, transposed, rate, block_size, chunk or 0)
 
 
 def _in_layout(u, transposed: bool, cdtype: str):
@@ -364,21 +284,18 @@ def _out_layout(y, like, transposed: bool):
     return y[0] if like.ndim == 2 else y
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _apply_jit(params: Params, u, key, transposed: bool, rate: float, block_size):
-    cdtype = _ops.compute_dtype(_BK.dtype_name(u))                 # half precision: FFT in f32
-    a = _compute_arrays(params, cdtype)
-    y = _ops.layer(_BK, params.config, a, _in_layout(u, transposed, cdtype), dropout=rate,
-                   rng=key, block_size=block_size)                 # (B, H, L)
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _apply_jit(params, u, key, transposed: bool, rate: float, block_size, chunk: int):
+    """params: Params or Prepared; chunk: the channel chunk (0 for all channels at once)."""
+    if isinstance(params, Prepared):
+        cdtype = jnp.dtype(params.dtype).name
+        source = params
+    else:
+        cdtype = _ops.compute_dtype(_BK.dtype_name(u))             # half precision: FFT in f32
+        source = _compute_arrays(params, cdtype)
+    y = _ops.layer(_BK, params.config, source, _in_layout(u, transposed, cdtype), dropout=rate,
+                   rng=key, block_size=block_size, channel_chunk=chunk or None)  # (B, H, L)
     return _out_layout(y, u, transposed)
-
-
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _apply_prepared_jit(prepared: Prepared, u, key, transposed: bool, rate: float):
-    x = _in_layout(u, transposed, jnp.dtype(prepared.dtype).name)  # (B, H, L)
-    y = _ops.conv_with_spectrum(_BK, x, prepared.spectrum, prepared.plan)  # (B, C, H, L)
-    out = _ops.mix(_BK, y, prepared.out_weight, prepared.out_bias, rate, key)  # (B, H, L)
-    return _out_layout(out, u, transposed)
 
 
 # --- which leaves are trained -------------------------------------------------------------

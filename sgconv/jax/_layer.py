@@ -12,10 +12,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .. import _checks
 from .._config import SGConvConfig
 from .._params import Params
-from ._functional import (_check_block_size, _check_bool, _check_rate, apply, as_jax_params,
-                          init, kernel, trainable)
+from ._functional import apply, as_jax_params, init, kernel, trainable
 
 __all__ = ["SGConv"]
 
@@ -32,17 +32,20 @@ class SGConv:
         transposed: True for (B, H, L) input and output, False for (B, L, H).
         dropout: the dropout rate after the GELU (active unless ``deterministic=True``).
         block_size: the FFT plan's overlap-add block (None: automatic; 0: one FFT).
+        channel_chunk: channels convolved at a time (None: from the memory budget).
     """
 
-    __slots__ = ("params", "transposed", "dropout", "block_size")
+    __slots__ = ("params", "transposed", "dropout", "block_size", "channel_chunk")
+    _OPTIONS = ("transposed", "dropout", "block_size", "channel_chunk")
 
     def __init__(self, params: Params, *, transposed: bool = True, dropout: float = 0.0,
-                 block_size: int | None = None):
+                 block_size: int | None = None, channel_chunk: int | None = None):
         set_ = object.__setattr__
         set_(self, "params", as_jax_params(params))
-        set_(self, "transposed", _check_bool("transposed", transposed))
-        set_(self, "dropout", _check_rate(dropout))
-        set_(self, "block_size", _check_block_size(block_size))
+        set_(self, "transposed", _checks.check_bool("transposed", transposed))
+        set_(self, "dropout", _checks.check_rate(dropout))
+        set_(self, "block_size", _checks.check_block_size(block_size))
+        set_(self, "channel_chunk", _checks.check_channel_chunk(channel_chunk))
 
     @classmethod
     def init(cls, key, config: SGConvConfig, *, dtype=jnp.float32, **options) -> "SGConv":
@@ -60,7 +63,8 @@ class SGConv:
     def __call__(self, u, *, key=None, deterministic: bool = False):
         """out = Linear(dropout(GELU(k * u + D u))): (B, H, L) -> (B, H, L), see sgconv.jax.apply."""
         return apply(self.params, u, transposed=self.transposed, dropout=self.dropout, key=key,
-                     deterministic=deterministic, block_size=self.block_size)
+                     deterministic=deterministic, block_size=self.block_size,
+                     channel_chunk=self.channel_chunk)
 
     def kernel(self, length: int):
         """The kernel k for sequences of ``length`` L: (C', H, L)."""
@@ -74,7 +78,7 @@ class SGConv:
         return self.tree_unflatten(self._options(), (params,))
 
     def _options(self):
-        return (self.transposed, self.dropout, self.block_size)
+        return tuple(getattr(self, name) for name in self._OPTIONS)
 
     # --- pytree protocol ----------------------------------------------------------------
 
@@ -87,10 +91,10 @@ class SGConv:
         obj = object.__new__(cls)
         set_ = object.__setattr__
         set_(obj, "params", children[0])
-        for name, value in zip(("transposed", "dropout", "block_size"), options):
+        for name, value in zip(cls._OPTIONS, options):
             set_(obj, name, value)
         return obj
 
     def __repr__(self) -> str:
-        return (f"SGConv({self.config!r}, transposed={self.transposed}, "
-                f"dropout={self.dropout}, block_size={self.block_size})")
+        options = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._OPTIONS)
+        return f"SGConv({self.config!r}, {options})"

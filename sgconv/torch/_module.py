@@ -9,10 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import _ops
-from .._api import validate_input
+from .. import _checks, _ops
 from .._config import SGConvConfig
-from .functional import _bk, _compute_dtype, _run
+from .functional import _bk, _compute_dtype, run_layer
 
 __all__ = ["SGConv", "GConv"]
 
@@ -86,8 +85,10 @@ class SGConv(nn.Module):
             'learnable', 'fixed' and 'cos' variants (see :func:`_parse_mode`).
         block_size: FFT plan: None picks overlap-add blocks when L is well above the kernel
             length (cost L log K), 0 forces one FFT, P > 0 blocks of P.
-        channel_chunk: convolve that many channels at a time (bounds the memory of very
-            long sequences; the kernel spectrum is then not cached).
+        channel_chunk: convolve that many channels at a time; None (the default) chooses it
+            from ``sgconv.get_memory_budget()`` (64 MiB per chunk), which bounds the memory
+            of long sequences and keeps the working set in cache.  The numbers are the
+            same for every chunk size.
         device, dtype: where and in what dtype to create the parameters.
         d_state, postact, hyper_act, verbose, shift, linear, init_scale, lr: the released
             module's other keywords; d_state is ignored (it is ignored there too), ``verbose``
@@ -120,19 +121,11 @@ class SGConv(nn.Module):
         if isinstance(d_state, bool) or not isinstance(d_state, numbers.Integral) or d_state < 1:
             raise ValueError(f"d_state must be a positive int (it is accepted for compatibility "
                              f"and ignored), got {d_state!r}")
-        if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a rate in [0, 1), got {dropout!r}")
-        for flag, value in (("transposed", transposed), ("verbose", verbose)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be a bool, got {value!r}")
-        if block_size is not None and (isinstance(block_size, bool) or
-                                       not isinstance(block_size, numbers.Integral) or
-                                       block_size < 0):
-            raise ValueError(f"block_size must be None, 0 or a positive int, got {block_size!r}")
-        if channel_chunk is not None and (isinstance(channel_chunk, bool) or
-                                          not isinstance(channel_chunk, numbers.Integral) or
-                                          channel_chunk < 1):
-            raise ValueError(f"channel_chunk must be None or an int >= 1, got {channel_chunk!r}")
+        dropout = _checks.check_rate(dropout)
+        transposed = _checks.check_bool("transposed", transposed)
+        verbose = _checks.check_bool("verbose", verbose)
+        block_size = _checks.check_block_size(block_size)
+        channel_chunk = _checks.check_channel_chunk(channel_chunk)
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or lr <= 0):
             raise ValueError(f"lr must be None or a positive number, got {lr!r}")
         options = _parse_mode(mode)
@@ -277,8 +270,9 @@ class SGConv(nn.Module):
         out = [*self.kernel_list, self.multiplier, self.kernel_norm, self.D]
         return out if self.decay is None else out + [self.decay]
 
-    def _cached_spectrum(self, arrays, L: int, cdtype, device):
-        """(plan, k_f) from the cache, or computed and stored; None when caching is off.
+    def _prepared(self, arrays, L: int, cdtype, device):
+        """The core's Prepared layer (kernel spectrum) from the cache, or made and stored;
+        None when caching is off.
 
         Caching is off under torch.compile and whenever autograd needs the kernel's
         gradient.  The key holds every tensor the spectrum depends on by (storage address,
@@ -286,7 +280,7 @@ class SGConv(nn.Module):
         version, replaced tensors change the address, and the cache keeps the old tensors
         alive so that an address cannot be reused while it is stored.
         """
-        if self.channel_chunk is not None or torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():
             return None
         tensors = self._kernel_tensors()
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
@@ -296,30 +290,26 @@ class SGConv(nn.Module):
         cache = self._spectrum_cache
         if cache is not None and cache[0] == key:
             return cache[1]
-        cfg = self.config
-        bk = _bk()
-        plan = _ops.plan_fft(bk, L, min(L, cfg.kernel_length), cfg.bidirectional, self.block_size)
-        k = _ops.kernel(bk, cfg, arrays["kernels"], arrays["multiplier"],
-                        arrays["kernel_norm"], arrays["decay"], length=L, pad=False)
-        spectrum = (plan, _ops.kernel_spectrum(bk, k, arrays["D"], plan, cfg.bidirectional))
-        self._spectrum_cache = (key, spectrum, tuple(t.detach() for t in tensors))
-        return spectrum
+        with torch.no_grad():
+            prepared = _ops.prepare(_bk(), self.config, arrays, L, self.block_size)
+        self._spectrum_cache = (key, prepared, tuple(t.detach() for t in tensors))
+        return prepared
 
     def forward(self, u: torch.Tensor, return_kernel: bool = False):
         """The layer on u (B, H, L) (or (B, L, H) when not ``transposed``), same layout out.
 
         Returns the output, or (output, k) with ``return_kernel``, k (C', H, L) the kernel.
         """
-        bk = _bk()
-        u = validate_input(bk, u, self.config.d_model, self.transposed)
+        u = _checks.check_input(_bk(), u, self.config.d_model, self.transposed)
         cdtype, device = _compute_dtype(u.dtype), u.device
         L = u.shape[-1] if self.transposed else u.shape[1]
         arrays = self._arrays(cdtype, device)
-        spectrum = self._cached_spectrum(arrays, L, cdtype, device)
-        return _run(bk, self.config, arrays, u, transposed=self.transposed,
-                    dropout=self.dropout_rate if self.training else 0.0, rng=None,
-                    block_size=self.block_size, channel_chunk=self.channel_chunk,
-                    return_kernel=return_kernel, spectrum=spectrum)
+        prepared = None if return_kernel else self._prepared(arrays, L, cdtype, device)
+        return run_layer(self.config, arrays if prepared is None else prepared, u,
+                         transposed=self.transposed,
+                         dropout=self.dropout_rate if self.training else 0.0, rng=None,
+                         block_size=None if prepared is not None else self.block_size,
+                         channel_chunk=self.channel_chunk, return_kernel=return_kernel)
 
     # --- housekeeping ------------------------------------------------------------------
 

@@ -18,12 +18,11 @@ when bidirectional), sub-kernels (C', H, d).
 from __future__ import annotations
 
 import contextlib
-import numbers
 
 import torch
 
-from .. import _ops
-from .._api import validate_conv, validate_input
+from .. import _checks, _ops
+from .._api import validate_conv
 from .._config import SGConvConfig
 from .._switch import backend as _get_backend
 
@@ -108,8 +107,7 @@ def kernel(weights, multiplier, kernel_norm, length: int, *, decay=None,
     padded past K = d 2^(N-1), in the weights' dtype (float32 for half weights).
     """
     bk = _bk()
-    if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 1:
-        raise ValueError(f"length must be an int >= 1, got {length!r}")
+    length = _checks.check_length(length)
     config = _weights_config(weights, decay, interpolation,
                              channels=tuple(weights[0].shape)[0] if len(weights) else None)
     w0 = weights[0]
@@ -139,6 +137,8 @@ def conv(u, k, D=None, *, bidirectional: bool = False, block_size: int | None = 
         raise TypeError(f"k must be a torch.Tensor (C', H, Lk), got {type(k).__name__}")
     if D is not None and not isinstance(D, torch.Tensor):
         raise TypeError(f"D must be a torch.Tensor (C, H) or None, got {type(D).__name__}")
+    bidirectional = _checks.check_bool("bidirectional", bidirectional)
+    block_size = _checks.check_block_size(block_size)
     u, k, D = validate_conv(bk, u, k, D, bidirectional)
     cdtype = _compute_dtype(u.dtype)
     if D is not None:
@@ -161,18 +161,20 @@ def layer(u, weights, multiplier, kernel_norm, D, out_weight, out_bias, *, decay
     (H, C*H); out_bias (H,); decay (H,) for the learnable-decay variant.  Dropout (rate
     ``dropout``) acts only when ``training``; ``generator`` (a torch.Generator or int seed)
     makes it reproducible.  ``channel_chunk``: work through the H channels that many at a
-    time (bounds the memory of long sequences).  Returns u's layout and dtype, and the
-    kernel (C', H, L) too with ``return_kernel``.
+    time (None: chosen from ``sgconv.get_memory_budget()``; the numbers are the same).
+    Returns u's layout and dtype, and the kernel (C', H, L) too with ``return_kernel``.
     """
     bk = _bk()
-    if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be a rate in [0, 1), got {dropout!r}")
+    rate = _checks.check_rate(dropout)
+    transposed = _checks.check_bool("transposed", transposed)
+    block_size = _checks.check_block_size(block_size)
+    channel_chunk = _checks.check_channel_chunk(channel_chunk)
     if not isinstance(D, torch.Tensor) or D.ndim != 2:
         raise ValueError(f"D must be a (C, H) tensor, got "
                          f"{tuple(D.shape) if isinstance(D, torch.Tensor) else type(D).__name__}")
     config = _weights_config(weights, decay, interpolation, channels=D.shape[0],
                              bidirectional=bidirectional)
-    u = validate_input(bk, u, config.d_model, transposed)
+    u = _checks.check_input(bk, u, config.d_model, transposed)
     H, C = config.d_model, config.channels
     if tuple(out_weight.shape) != (H, C * H) or tuple(out_bias.shape) != (H,):
         raise ValueError(f"out_weight must be (H, C*H) = {(H, C * H)} and out_bias (H,) = "
@@ -189,82 +191,27 @@ def layer(u, weights, multiplier, kernel_norm, D, out_weight, out_bias, *, decay
         "out_weight": out_weight.to(device=device, dtype=cdtype),
         "out_bias": out_bias.to(device=device, dtype=cdtype),
     }
-    return _run(bk, config, arrays, u, transposed=transposed,
-                dropout=float(dropout) if training else 0.0, rng=generator,
-                block_size=block_size, channel_chunk=channel_chunk,
-                return_kernel=return_kernel)
+    return run_layer(config, arrays, u, transposed=transposed,
+                     dropout=rate if training else 0.0, rng=generator, block_size=block_size,
+                     channel_chunk=channel_chunk, return_kernel=return_kernel)
 
 
-def _check_chunk(channel_chunk, H: int):
-    if channel_chunk is None:
-        return None
-    if isinstance(channel_chunk, bool) or not isinstance(channel_chunk, numbers.Integral) \
-            or channel_chunk < 1:
-        raise ValueError(f"channel_chunk must be None or an int >= 1, got {channel_chunk!r}")
-    return None if channel_chunk >= H else int(channel_chunk)
-
-
-def _run(bk, config: SGConvConfig, arrays: dict, u, *, transposed: bool, dropout: float,
-         rng, block_size, channel_chunk, return_kernel: bool, spectrum=None):
-    """The layer on validated input; arrays already in the compute dtype on u's device.
-
-    spectrum: an optional precomputed (plan, k_f) for this length (the module's cache).
-    Without chunks this is _ops.kernel -> kernel_spectrum -> conv_with_spectrum -> mix.
-    With chunks of h channels, the H channels are independent until the mixing linear,
-    which splits by columns: out = b + sum_chunks W[:, chunk] @ GELU(conv(u[:, chunk])).
-    """
-    dtype = u.dtype
-    H, L = config.d_model, u.shape[1] if not transposed else u.shape[-1]
-    chunk = _check_chunk(channel_chunk, H)
-    if dropout > 0.0 and isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
-        # one generator for the whole call: every chunk draws a fresh part of its stream
-        rng = torch.Generator(device=u.device).manual_seed(int(rng))
+def run_layer(config: SGConvConfig, source, u, *, transposed: bool, dropout: float, rng,
+              block_size, channel_chunk, return_kernel: bool = False):
+    """The core's layer (sgconv._ops.layer) on checked torch input, in torch's habits: u's
+    layout and dtype in and out, autocast off inside (so it cannot lower the FFTs'
+    precision).  source: the arrays in the compute dtype on u's device, or a Prepared."""
+    bk = _bk()
     with _no_autocast(u.device):
         x = u if transposed else u.transpose(-1, -2)                # (B, H, L)
-        x = x.to(arrays["out_weight"].dtype)
-        K = config.kernel_length
-        plan = _ops.plan_fft(bk, L, min(L, K), config.bidirectional, block_size)
-        if chunk is None:
-            if spectrum is not None and spectrum[0] == plan:
-                k_f = spectrum[1]
-            else:
-                k_f = _spectrum(bk, config, arrays, slice(None), L, plan)  # (C, H, F)
-            y = _ops.conv_with_spectrum(bk, x, k_f, plan)            # (B, C, H, L)
-            out = _ops.mix(bk, y, arrays["out_weight"], arrays["out_bias"], dropout, rng)
-        else:
-            C, B = config.channels, x.shape[0]
-            W = arrays["out_weight"].reshape(H, C, H)                # (H, C, H): [o, c, h]
-            out = None
-            for h0 in range(0, H, chunk):
-                sl = slice(h0, min(h0 + chunk, H))
-                k_f = _spectrum(bk, config, arrays, sl, L, plan)      # (C, h, F)
-                y = _ops.conv_with_spectrum(bk, x[:, sl], k_f, plan)  # (B, C, h, L)
-                W_part = W[:, :, sl].reshape(H, -1)                   # (H, C*h)
-                if out is None:
-                    out = _ops.mix(bk, y, W_part, arrays["out_bias"], dropout, rng)  # (B, H, L)
-                    continue
-                # the next chunks' columns are added into the output in place, so that no
-                # second (B, H, L) buffer exists (baddbmm_ saves its factors, not out)
-                z = _ops.gelu(bk, y.reshape(B, -1, L))               # (B, C*h, L)
-                if dropout > 0.0:
-                    z = bk.dropout(z, dropout, rng)
-                out = out.baddbmm_(W_part.expand(B, *W_part.shape), z)
-        out = out.to(dtype)
+        x = x.to(_compute_dtype(u.dtype))
+        out = _ops.layer(bk, config, source, x, dropout=dropout, rng=rng,
+                         block_size=block_size, channel_chunk=channel_chunk)  # (B, H, L)
+        out = out.to(u.dtype)
         if not transposed:
-            out = out.transpose(-1, -2)                               # (B, L, H)
+            out = out.transpose(-1, -2)                              # (B, L, H)
         if return_kernel:
-            k = _ops.kernel(bk, config, arrays["kernels"], arrays["multiplier"],
-                            arrays["kernel_norm"], arrays["decay"], length=L)  # (C', H, L)
-            return out, k
+            k = _ops.kernel(bk, config, source["kernels"], source["multiplier"],
+                            source["kernel_norm"], source["decay"], length=x.shape[-1])
+            return out, k                                            # k (C', H, L)
         return out
-
-
-def _spectrum(bk, config: SGConvConfig, arrays: dict, sl: slice, L: int, plan):
-    """The kernel's spectrum with D folded in, for channels ``sl``: (C, h, F)."""
-    kernels = tuple(w[:, sl] for w in arrays["kernels"])             # N x (C', h, d)
-    decay = None if arrays["decay"] is None else arrays["decay"][sl]
-    multiplier = arrays["multiplier"][sl] if arrays["multiplier"].numel() > 1 \
-        else arrays["multiplier"]
-    k = _ops.kernel(bk, config, kernels, multiplier, arrays["kernel_norm"][:, sl], decay,
-                    length=L, pad=False)                             # (C', h, min(L, K))
-    return _ops.kernel_spectrum(bk, k, arrays["D"][:, sl], plan, config.bidirectional)
