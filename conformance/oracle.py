@@ -211,3 +211,19 @@ def layer_vjp(state, config, u, g, transposed: bool = True):
     if not transposed:
         gu = gu.swapaxes(1, 2)                                             # (B, L, H)
     return gu, gws, gD
+
+
+def mixing_vjp(state, config, u, g):
+    """Gradients of <g, layer(u)> w.r.t. the mixing weight (H, C*H) and bias (H,).
+
+        y = GELU(conv(u, k, D)) (B, C*H, L);  gW = sum_{b,l} g[b,:,l] y[b,:,l]^T;  gb = sum g
+
+    u, g: (B, H, L).  Returns gW (H, C*H), gb (H,); float64.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    g = np.asarray(g, dtype=np.float64)
+    B, H, L = u.shape
+    D = np.asarray(state["D"], dtype=np.float64)                           # (C, H)
+    k = reference.kernel(state, L, config.interpolation)                   # (C', H, L)
+    y = reference.gelu(reference.conv(u, k, D, config.bidirectional)).reshape(B, -1, L)
+    return np.einsum("bol,bil->oi", g, y), g.sum(axis=(0, 2))

@@ -77,7 +77,7 @@ from . import oracle
 
 __all__ = ["eps", "EPS64", "C_FFT", "spectrum_peak", "log2_fft_length", "fft_bound",
            "conv_bound", "kernel_bound", "layer_bound", "conv_vjp_bound", "layer_vjp_bound",
-           "assert_close"]
+           "mixing_vjp_bound", "assert_close"]
 
 _EPS = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7, "float32": 2.0 ** -23,
         "float64": 2.0 ** -52}
@@ -307,6 +307,26 @@ def layer_vjp_bound(state, config, u, g, dtype: str, *, blocks: bool = True):
         per_tap = gk + (2 * s + N + 8) * e * np.abs(gk_exact[..., offset:offset + m])
         gws.append((per_tap * np.abs(f[None, :, :m]) / Z[..., None]) @ U.T)  # (C', H, d)
     return gu, gws, gD
+
+
+def mixing_vjp_bound(state, config, u, g, dtype: str, *, blocks: bool = True):
+    """Error bounds of the layer's gradients w.r.t. the mixing weight and bias (rule part 4
+    carried into the adjoint): gW = sum_{b,l} g y^T with y = GELU(z) computed with error
+    dy = GELU' dz + 4 eps |z|, each of the B*L products and sums rounding once more:
+    |g| dy^T + (B L + 2) eps |g| |y|^T; gb = sum_{b,l} g: (B L) eps sum |g|.
+
+    u, g: (B, H, L).  Returns bounds for gW (H, C*H) and gb (H,).
+    """
+    g = np.asarray(g, dtype=np.float64)
+    _, _, _, z, dz = _layer_forward(state, config, u, dtype, blocks)
+    B, C, H, L = z.shape
+    e = eps(dtype) + EPS64
+    dy = (GELU_D1 * dz + 4 * e * np.abs(z)).reshape(B, C * H, L)
+    y = np.abs(reference.gelu(z)).reshape(B, C * H, L)
+    gabs = np.abs(g)
+    gW = np.einsum("bol,bil->oi", gabs, dy) + (B * L + 2) * e * np.einsum("bol,bil->oi", gabs, y)
+    gb = B * L * e * gabs.sum(axis=(0, 2))
+    return gW, gb
 
 
 def assert_close(actual, expected, bound, what: str) -> None:

@@ -26,20 +26,14 @@ import sgconv  # noqa: E402
 import sgconv.torch.functional as SF  # noqa: E402
 from conformance import oracle  # noqa: E402
 from conformance.tolerance import (  # noqa: E402
-    assert_close, conv_bound, kernel_bound, layer_bound, layer_vjp_bound)
+    assert_close, conv_bound, kernel_bound, layer_bound)
 from sgconv import _ops  # noqa: E402
-from sgconv.backends.torch import fast_len  # noqa: E402
 from sgconv.torch import GConv, SGConv  # noqa: E402
+from torch_checks import check_grads, check_layer, state_of  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BK = sgconv.backend("torch")
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def state_of(module) -> dict:
-    """A module's state_dict as NumPy float64 arrays (the reference's input layout)."""
-    return {k: v.detach().cpu().double().numpy() if v.is_floating_point()
-            else v.detach().cpu().numpy() for k, v in module.state_dict().items()}
 
 
 def released_state(seed: int, **kw) -> dict:
@@ -48,40 +42,12 @@ def released_state(seed: int, **kw) -> dict:
     return {k: torch.as_tensor(np.asarray(v)) for k, v in st.items()}
 
 
-def check_layer(module, u, y, dtype, what):
-    """y (module(u)) against reference.layer within the conformance bound."""
-    st = state_of(module)
-    cfg = module.config
-    u64 = u.detach().double().numpy()
-    ub = u64 if module.transposed else u64.swapaxes(1, 2)                # (B, H, L)
-    want = reference.layer(st, ub, cfg.bidirectional, True, cfg.interpolation)
-    bound = layer_bound(st, cfg, ub, dtype)                              # (B, H, L)
-    got = y.detach().double().numpy()
-    if not module.transposed:
-        got = got.swapaxes(1, 2)
-    # the bound must be able to fail: far below the output's own size
-    assert bound.max() < 1e-3 * np.abs(want).max(), what
-    assert_close(got, want, bound, what)
-
-
 def check_kernel(module, k, length, what):
     """k (C', H, L) against reference.kernel within the conformance kernel bound."""
     st = state_of(module)
     want = reference.kernel(st, length, module.config.interpolation)
     assert_close(k.detach().double().numpy(), want,
                  kernel_bound(st, module.config, length, "float64"), what)
-
-
-def check_grads(module, u, g, du, dtype, what):
-    """du and the parameters' .grad against the reference's exact adjoint (conformance bound)."""
-    st, cfg = state_of(module), module.config
-    u64, g64 = u.detach().double().numpy(), g.detach().double().numpy()
-    gu, gws, gD = oracle.layer_vjp(st, cfg, u64, g64)
-    bu, bws, bD = layer_vjp_bound(st, cfg, u64, g64, dtype)
-    assert_close(du.detach().double().numpy(), gu, bu, what + ": du")
-    assert_close(module.D.grad.double().numpy(), gD, bD, what + ": dD")
-    for i, (w, gw, bw) in enumerate(zip(module.kernel_list, gws, bws)):
-        assert_close(w.grad.double().numpy(), gw, bw, what + f": dw_{i}")
 
 
 # Causal / bidirectional, heads, L < K, L == K, L > K (overlap-add), L = 1, prime L,
@@ -113,10 +79,9 @@ def test_fast_len_is_the_smallest_even_7_smooth_length():
             while m % p == 0:
                 m //= p
         return m == 1
-    for n in list(range(3, 2000)) + [32767, 65537, 999_983]:
-        want = next(m for m in range(n, 2 * n + 2) if m % 2 == 0 and smooth(m))
-        assert fast_len(n) == want, n
-    assert [fast_len(n) for n in (1, 2)] == [1, 2]
+    for n in list(range(1, 2000)) + [32767, 65537, 999_983]:
+        want = next(m for m in range(max(n, 2), 2 * n + 2) if m % 2 == 0 and smooth(m))
+        assert BK.next_fast_len(n) == want, n
     assert BK.next_fast_len(32767) == 32768
 
 
@@ -264,18 +229,19 @@ def test_gradcheck_learnable_decay_and_conv():
 
 
 def test_fft_conv_backward_equals_autograd_of_plain_ops():
-    """The custom Function's gradients against autograd through rfft, * and irfft, for a
+    """The custom op's gradients against autograd through rfft, * and irfft, for a
     complex spectrum leaf too (PyTorch's convention for complex gradients), single FFT and
     blocked shapes, even and odd n."""
     torch.manual_seed(8)
     for n, u_shape, k_lead in [(16, (2, 3, 10), (2, 3)), (15, (2, 3, 10), (1, 3)),
-                               (12, (2, 3, 2, 5), (1, 3, 1))]:
+                               (12, (2, 3, 2, 5), (1, 3))]:
         keep = u_shape[-1] if len(u_shape) == 3 else n
         u = torch.randn(*u_shape, dtype=torch.float64, requires_grad=True)
         k_f = torch.fft.rfft(torch.randn(*k_lead, n, dtype=torch.float64)).requires_grad_(True)
         g = torch.randn(u_shape[0], k_lead[0], *u_shape[1:-1], keep, dtype=torch.float64)
-        ours = torch.autograd.grad(BK._fft_conv_fn(u, k_f, n, keep), (u, k_f), g)
-        plain = torch.fft.irfft(torch.fft.rfft(u, n=n)[:, None] * k_f, n=n)[..., :keep]
+        ours = torch.autograd.grad(BK.fft_conv(u, k_f, n, keep), (u, k_f), g)
+        k_b = k_f.reshape(*k_lead, *([1] * (len(u_shape) - 3)), -1)   # over the block axes
+        plain = torch.fft.irfft(torch.fft.rfft(u, n=n)[:, None] * k_b, n=n)[..., :keep]
         want = torch.autograd.grad(plain, (u, k_f), g)
         # Both are FFT products of g with K or with U, in float64: each element errs by
         # about eps log2(n) times the norms of the two operands (conformance rule, part 1);
