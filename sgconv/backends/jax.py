@@ -210,6 +210,9 @@ class JaxBackend(Backend):
             x, cpu=lambda x: hartley_irfft(jnp, x, n, keep),
             default=lambda x: jnp.fft.irfft(x, n=n, axis=-1)[..., :keep])
 
+    def set_slice(self, x, index, value):
+        return x.at[index].set(value)
+
     def take(self, x, index):
         # The upsampling gather: indices are static, in range and non-decreasing.
         index = np.asarray(index, dtype=np.int32)

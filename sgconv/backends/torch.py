@@ -123,6 +123,10 @@ class TorchBackend(Backend):
         device = None if like is None else like.device
         return self.torch.zeros(tuple(shape), dtype=getattr(self.torch, dtype), device=device)
 
+    def empty(self, shape, dtype: str, like=None):
+        device = None if like is None else like.device
+        return self.torch.empty(tuple(shape), dtype=getattr(self.torch, dtype), device=device)
+
     # --- the operations the generic math needs -----------------------------------------
 
     def next_fast_len(self, n: int) -> int:

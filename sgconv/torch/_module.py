@@ -304,7 +304,8 @@ class SGConv(nn.Module):
         None when caching is off.
 
         Caching is off under torch.compile and whenever autograd needs the kernel's
-        gradient.  The key holds every tensor the spectrum depends on by (storage address,
+        gradient.  The cache holds C * H * (n//2+1) complex numbers (about two length-L
+        inputs of batch 1), built a chunk of channels at a time.  The key holds every tensor the spectrum depends on by (storage address,
         version counter): in-place updates (optimiser steps, load_state_dict) bump the
         version, replaced tensors change the address, and the cache keeps the old tensors
         alive so that an address cannot be reused while it is stored.
