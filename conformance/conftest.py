@@ -85,7 +85,6 @@ def _selected(config) -> tuple:
 
 
 def pytest_report_header(config):
-    from hypothesis import settings
     selected = _selected(config)
     lines = ["sgconv conformance backends:"]
     for name, info in _infos().items():
@@ -94,10 +93,7 @@ def pytest_report_header(config):
             lines.append(f"  {name}: {info.version}; device {info.device} ({mark})")
         else:
             lines.append(f"  {name}: unusable here, will be skipped ({mark}): {info.reason}")
-    profile = hypothesis_profiles.active_name()
-    lines.append(f"sgconv conformance hypothesis profile: {profile} "
-                 f"(max_examples={settings.get_profile(profile).max_examples} per property "
-                 f"and backend)")
+    lines.append(f"sgconv conformance hypothesis profile: {hypothesis_profiles.describe()}")
     return lines
 
 

@@ -31,12 +31,13 @@ from hypothesis import HealthCheck, Phase, example, given, reject, seed, setting
 from .examples import DESIGN_SEED, PINNED, design, design_rank, examples
 
 __all__ = ["CI_DESIGN_ROWS", "CI_DESIGN_ROWS_DEFAULT", "DESIGN_ROWS", "THOROUGH_MAX_EXAMPLES",
-           "CI_SEED", "ENV_VAR", "activate", "active_name", "design_budget", "conformance_test"]
+           "CI_SEED", "ENV_VAR", "activate", "active_name", "describe", "design_budget",
+           "conformance_test"]
 
 #: Design rows each property runs per backend in the ``ci`` profile, by the backend's array
 #: framework (the pinned examples come on top).  NumPy is cheap; JAX compiles every
 #: operation for each new shape on first use.
-CI_DESIGN_ROWS = {"numpy": 40, "torch": 15, "jax": 8}
+CI_DESIGN_ROWS = {"numpy": 40, "torch": 20, "jax": 10}
 #: ... for any other framework (CuPy, a third-party backend).
 CI_DESIGN_ROWS_DEFAULT = 15
 #: The design's length: every row runs in the ``thorough`` profile.
@@ -63,6 +64,18 @@ def activate(name: str) -> None:
 
 def active_name() -> str:
     return _active[0]
+
+
+def describe() -> str:
+    """The active profile in one line (the report header)."""
+    name = _active[0]
+    rows = ", ".join(f"{fw} {n}" for fw, n in CI_DESIGN_ROWS.items())
+    explicit = f"{len(PINNED)} pinned examples + design rows per property"
+    if Phase.generate not in settings.get_profile(name).phases:
+        return (f"{name} ({explicit}: {rows}, others {CI_DESIGN_ROWS_DEFAULT}; "
+                f"no random draws)")
+    return (f"{name} ({explicit}: all {DESIGN_ROWS}; then max_examples="
+            f"{settings.get_profile(name).max_examples} random draws)")
 
 
 def design_budget(backend_name: str, scale: float = 1.0, profile: str | None = None) -> int:
