@@ -8,8 +8,8 @@
   process-wide setting never changes);
 * :func:`value_and_vjp`: a function of backend arrays evaluated with autodiff on, and its
   reverse-mode gradients (torch: inputs that require grad, ``torch.autograd.grad``; JAX:
-  ``jax.vjp`` inside ``jax.jit``).  A third-party differentiable backend on another framework needs an
-  entry in ``_VJP`` (see conformance/README.md);
+  ``jax.vjp`` inside ``jax.jit``).  A third-party differentiable backend on another
+  framework needs an entry in ``_VJP`` (see conformance/README.md);
 * :func:`framework_layer_unsupported`: whether the framework has its own layer object
   (``sgconv.torch.SGConv``, ``sgconv.jax.SGConv``) for the suite to hold to the reference.
 

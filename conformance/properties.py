@@ -788,7 +788,7 @@ def _uniform_bound(sample, bound: float, dtype: str, what, where):
     U(-b, b) all stay below (1 - delta) b with probability (1 - delta)^n, so
     delta = 1 - INIT_ALPHA^(1/n) makes missing the bound a 1-in-1/alpha event."""
     x = np.abs(np.ravel(sample))
-    top = bound * (1 + tolerance.eps(dtype))
+    top = bound * (1 + 2 * tolerance.eps(dtype))     # b, r * 2b and -b + 2b r each round once
     assert x.max() <= top, where(f"{what}: max |x| = {x.max():.6g} exceeds the bound "
                                  f"1/sqrt(C*H) = {bound:.6g} (nn.Linear's init)")
     delta = 1.0 - INIT_ALPHA ** (1.0 / x.size)
