@@ -23,10 +23,9 @@ import tempfile
 
 import numpy as np
 
-import reference
 import sgconv
 
-from . import frameworks, oracle, tolerance
+from . import frameworks, oracle, reference, tolerance
 from .examples import Example
 
 __all__ = ["PROPERTIES", "NotApplicable", "session", "make_params"] + [
