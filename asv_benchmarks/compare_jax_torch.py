@@ -24,12 +24,13 @@ u (B, H, L) and the same output gradient g.
 
 Timing is ``sgconv._measure.interleaved`` (the helper ``sgconv bench`` uses): every variant
 is called once untimed (JAX traces and compiles there), then each repeat runs every variant
-once, in an order that rotates between repeats; the medians are reported (the machine is shared and noisy: the median of interleaved runs is
-what that noise affects least), with the ratio JAX / the fastest torch variant; the
-minimum and the process CPU time per call (all threads; PyTorch's OpenMP threads may spin
-while waiting, which counts) are printed beside it as a check on the noise.  The
-issue's target is a ratio of at most 1.3.  When sgconv's torch backend is not available
-the torch rows are skipped with a message and only JAX is timed.
+once, in an order that rotates between repeats; the medians are reported (the machine is
+shared and noisy: the median of interleaved runs is what that noise affects least), with the
+ratio JAX / the fastest torch variant; the minimum and the process CPU time per call (all
+threads; PyTorch's OpenMP threads may spin while waiting, which counts) are printed beside
+it as a check on the noise. The issue's target is a ratio of at most 1.3. When sgconv's
+torch backend is not available the torch rows are skipped with a message and only JAX is
+timed.
 """
 
 from __future__ import annotations

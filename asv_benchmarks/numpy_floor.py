@@ -18,10 +18,10 @@ Also shown, to locate any gap: ``conv_with_spectrum``, sgconv's generic code giv
 precomputed ``k_f`` as the floor (so it does exactly the floor's work plus its own
 overhead); ``floor + kernel FFT``, the floor that also transforms the kernel on every call
 (the same work as the public ``sgconv.conv``); and ``transforms only`` (rfft + irfft, no
-product).  Each round runs every variant once, in a rotating order (``sgconv._measure``'s
-interleaved rounds, as ``sgconv bench``), and the medians over rounds are reported, with ratios to the floor: wall-clock time (the target, issue 2:
-sgconv.conv within 1.2x), then CPU time of the process (all threads), which other processes
-sharing the cores disturb less.
+product). Each round runs every variant once, in a rotating order (``sgconv._measure``'s
+interleaved rounds, as ``sgconv bench``), and the medians over rounds are reported, with
+ratios to the floor: wall-clock time (the target, issue 2: sgconv.conv within 1.2x), then
+CPU time of the process (all threads), which other processes sharing the cores disturb less.
 
 The same measurements are asv benchmarks (class ``NumpyConvFloor``).
 """

@@ -580,8 +580,9 @@ def test_reference_never_imports_sgconv(tmp_path):
 
     code = (
         "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('oracle_alone', {str(here / '__init__.py')!r},"
-        f" submodule_search_locations=[{str(here)!r}])\n"
+        "spec = importlib.util.spec_from_file_location(\n"
+        f"    'oracle_alone', {str(here / '__init__.py')!r},\n"
+        f"    submodule_search_locations=[{str(here)!r}])\n"
         "ref = importlib.util.module_from_spec(spec)\n"
         "sys.modules['oracle_alone'] = ref\n"
         "spec.loader.exec_module(ref)\n"

@@ -140,13 +140,13 @@ def test_installed_check_runs_the_installed_suite_with_its_meta_tests(installed)
     """A slice of the suite (its helpers' own tests and the meta-tests of one planted bug) on
     NumPy; CI runs the whole installed suite for every backend."""
     suite = installed[0] / "sgconv" / "conformance"
-    proc = _python(installed, "-m", "sgconv", "check", "--backend", "numpy", "--", "-v", "-k",
+    proc = _python(installed, "-m", "sgconv", "check", "--backend", "numpy", "--", "-vv", "-k",
                    "test_helpers or circular or every_bug or correct_backend")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"conformance suite {suite}: all passed" in proc.stdout
-    for test in ("conformance/test_helpers.py::test_assert_close_can_fail PASSED",
-                 "conformance/meta/test_meta.py::test_bug_is_caught_on_fixed_examples[circular] "
-                 "PASSED", "conformance/meta/test_meta.py::test_every_bug_has_catchers PASSED"):
+    for test in ("/conformance/test_helpers.py::test_assert_close_can_fail PASSED",
+                 "/conformance/meta/test_meta.py::test_bug_is_caught_on_fixed_examples[circular]"
+                 " PASSED", "/conformance/meta/test_meta.py::test_every_bug_has_catchers PASSED"):
         assert test in proc.stdout, (test, proc.stdout)
 
 

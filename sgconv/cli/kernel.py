@@ -86,7 +86,7 @@ def _given(args, names) -> list[str]:
 
 def _config(args):
     """SGConvConfig from the options (defaults filled in); ValueError/TypeError -> CliError."""
-    from .._config import SGConvConfig
+    from sgconv import SGConvConfig
 
     v = {k: (getattr(args, k) if getattr(args, k) is not None else default)
          for k, default in _DEFAULTS.items()}
@@ -280,7 +280,7 @@ def run(args) -> int:
 
 
 def _print_parameter_counts(config) -> None:
-    from .._config import SGConvConfig
+    from sgconv import SGConvConfig
 
     H, d, Cp = config.d_model, config.kernel_dim, config.kernel_rows
     rows = []
