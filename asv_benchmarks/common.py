@@ -13,7 +13,10 @@ Rules every benchmark here follows (shared/STYLE.md, "Benchmarks"):
 Imports: with ``asv run -E existing`` the package may not be installed in the current
 environment; then ``sgconv`` is imported from the checkout that holds this directory.
 In asv's own environments the installed ``sgconv`` (of the commit being measured) wins.
-The float64 oracle ``reference/`` is never installed: it is loaded from the checkout.
+The float64 oracle is loaded from this checkout's ``reference/`` (the copy installed as
+``sgconv.reference`` may belong to another commit in asv's environments).  The timed
+layer calls (``compiled``, ``forward_fn``, ``forward_backward_fn``) are
+``sgconv._measure``'s, the helper that ``sgconv bench`` uses too.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ try:
 except ImportError:  # asv -E existing without `pip install .`: use this checkout
     sys.path.insert(0, REPO_ROOT)
     import sgconv
+
+# The layer as a timed call, shared with `sgconv bench` (one helper for both).
+from sgconv._measure import compiled, forward_backward_fn, forward_fn  # noqa: E402
 
 __all__ = ["sgconv", "REPO_ROOT", "SMALLEST", "BACKENDS", "AUTODIFF_BACKENDS", "LENGTHS",
            "DTYPES",
@@ -194,98 +200,6 @@ def oracle_layer(state: dict, u: np.ndarray) -> tuple[np.ndarray, str]:
     if u.shape[-1] <= DIRECT_MAX_LENGTH:
         return reference().layer(state, u), "direct sums (reference.layer)"
     return fft_oracle_layer(state, u), "float64 FFT of reference.kernel"
-
-
-#: The arrays the released module trains (multiplier and Z are buffers, not parameters).
-TRAINABLE = ("kernels", "D", "out_weight", "out_bias", "decay")
-
-
-def compiled(name: str, fn):
-    """``fn(*arrays)`` run inside ``sgconv.using(name)`` and synchronised before returning.
-
-    JAX: ``fn`` is ``jax.jit``-compiled (array arguments may be pytrees); call the result
-    once in ``setup`` so that tracing and compilation happen outside the timed region.
-    """
-    if name == "jax":
-        import jax
-
-        jitted = jax.jit(fn)
-
-        def call_jax(*args):
-            with sgconv.using("jax"):
-                return jax.block_until_ready(jitted(*args))
-
-        return call_jax
-
-    def call(*args):
-        with sgconv.using(name):
-            out = fn(*args)
-            sgconv.backend(name).synchronize()
-        return out
-
-    return call
-
-
-def _split(params):
-    """(trained, fixed): the parameter arrays as two dicts (pytrees for JAX)."""
-    arrays = params.arrays()
-    trained = {k: v for k, v in arrays.items() if k in TRAINABLE and v is not None}
-    fixed = {k: v for k, v in arrays.items() if k not in trained}
-    return trained, fixed
-
-
-def forward_fn(name: str, params):
-    """A callable u -> the layer's output on backend ``name`` (see :func:`compiled`)."""
-    trained, fixed = _split(params)
-
-    def layer(trained, fixed, u):
-        return sgconv.apply(params.replace(**trained, **fixed), u)
-
-    call = compiled(name, layer)
-    return lambda u: call(trained, fixed, u)
-
-
-def forward_backward_fn(name: str, params):
-    """A callable u -> gradients of sum(layer(u)) w.r.t. the trained parameters and u.
-
-    Trained: the sub-kernels, D, the mixing weight and bias (and the decay in learnable
-    mode), as in the released module.  torch: ``torch.autograd.grad`` through
-    ``sgconv.apply`` with leaf tensors (nothing accumulates between calls).  jax:
-    ``jax.jit(jax.grad(...))``; call once in ``setup`` to compile.  Other backends have no
-    autodiff: NotImplementedError.
-    """
-    if name == "torch":
-        import torch
-
-        def leaf(x):
-            return x.detach().clone().requires_grad_(True)
-
-        arrays = params.arrays()
-        leaves = {k: (tuple(leaf(w) for w in v) if k == "kernels" else leaf(v))
-                  for k, v in arrays.items() if k in TRAINABLE and v is not None}
-        inputs = [t for k, v in leaves.items() for t in (v if k == "kernels" else (v,))]
-        leaf_params = params.replace(**leaves)
-
-        def forward_backward(u):
-            u = u.detach().requires_grad_(True)
-            with sgconv.using("torch"):
-                y = sgconv.apply(leaf_params, u)
-                grads = torch.autograd.grad(y.sum(), inputs + [u])
-                sgconv.backend("torch").synchronize()
-            return grads
-
-        return forward_backward
-    if name == "jax":
-        import jax
-
-        trained, fixed = _split(params)
-
-        def loss(trained, fixed, u):
-            return sgconv.apply(params.replace(**trained, **fixed), u).sum()
-
-        call = compiled("jax", jax.grad(loss, argnums=(0, 2)))
-        return lambda u: call(trained, fixed, u)
-    raise NotImplementedError(f"backend {name!r} has no autodiff: no forward+backward to time")
 
 
 class SingleCalls:

@@ -22,23 +22,22 @@ u (B, H, L) and the same output gradient g.
 - torch generic: ``sgconv.apply`` under ``sgconv.using('torch')`` (no module, no cache),
   forward under ``torch.no_grad()`` and forward+backward with the parameters and u as leaves.
 
-Each repeat runs every variant once, in an order that rotates between repeats; the
-medians are reported (the machine is shared and noisy: the median of interleaved runs is
-what that noise affects least), with the ratio JAX / the fastest torch variant; the
-minimum and the process CPU time per call (all threads; PyTorch's OpenMP threads may spin
-while waiting, which counts) are printed beside it as a check on the noise.  The
-issue's target is a ratio of at most 1.3.  When sgconv's torch backend is not available
-the torch rows are skipped with a message and only JAX is timed.
+Timing is ``sgconv._measure.interleaved`` (the helper ``sgconv bench`` uses): every variant
+is called once untimed (JAX traces and compiles there), then each repeat runs every variant
+once, in an order that rotates between repeats; the medians are reported (the machine is
+shared and noisy: the median of interleaved runs is what that noise affects least), with the
+ratio JAX / the fastest torch variant; the minimum and the process CPU time per call (all
+threads; PyTorch's OpenMP threads may spin while waiting, which counts) are printed beside
+it as a check on the noise. The issue's target is a ratio of at most 1.3. When sgconv's
+torch backend is not available the torch rows are skipped with a message and only JAX is
+timed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
-import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -48,6 +47,7 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 import sgconv  # noqa: E402
+from sgconv._measure import interleaved  # noqa: E402  (the timing helper of sgconv bench)
 
 TARGET = 1.3
 
@@ -67,8 +67,6 @@ def _jax_variants(params, u, g):
     calls = {"forward": lambda: jax.block_until_ready(fwd(p, uj)),
              "forward+backward": lambda: jax.block_until_ready(step(p, uj, gj))}
     fast = {"forward": lambda: jax.block_until_ready(fwd(prepared, uj))}
-    for call in (*calls.values(), *fast.values()):
-        call()                                  # trace and compile outside the timing
     return {"jax (jit)": calls, "jax prepared": fast}
 
 
@@ -116,9 +114,6 @@ def _torch_variants(params, u, g, threads):
         return torch.autograd.grad(y, inputs + [uu], gt)
 
     out["torch generic"] = {"forward": generic_forward, "forward+backward": generic_train}
-    for calls in out.values():
-        for call in calls.values():
-            call()                              # warm up: FFT plans, kernel cache
     return out
 
 
@@ -136,26 +131,12 @@ def measure(B: int, H: int, L: int, repeats: int, threads: int | None, seed: int
         variants.update(torch_side)
     result, cpu_result, best = {}, {}, {}
     for mode in ("forward", "forward+backward"):
-        names = [name for name in variants if mode in variants[name]]
-        samples = {name: [] for name in names}
-        cpu_samples = {name: [] for name in names}
-        for r in range(repeats):
-            order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
-            for name in order:
-                c0, t0 = _cpu_seconds(), time.perf_counter()
-                variants[name][mode]()
-                samples[name].append(time.perf_counter() - t0)
-                cpu_samples[name].append(_cpu_seconds() - c0)
-        result[mode] = {name: statistics.median(s) for name, s in samples.items()}
-        best[mode] = {name: min(s) for name, s in samples.items()}
-        cpu_result[mode] = {name: statistics.median(s) for name, s in cpu_samples.items()}
+        calls = {name: v[mode] for name, v in variants.items() if mode in v}
+        samples = interleaved(calls, repeats)      # warm-up (compiles JAX), then rotating rounds
+        result[mode] = {name: s.median for name, s in samples.items()}
+        best[mode] = {name: s.best for name, s in samples.items()}
+        cpu_result[mode] = {name: s.cpu_median for name, s in samples.items()}
     return {"times": result, "best": best, "cpu": cpu_result, "skipped": skipped}
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process (all threads), user + system."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv=None) -> int:

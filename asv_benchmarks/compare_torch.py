@@ -5,7 +5,8 @@ Run from the repository root::
     python asv_benchmarks/compare_torch.py                 # B=8, H=256, L=16384, 2 threads
     python asv_benchmarks/compare_torch.py --repeats 9 --threads 2 --long
 
-Time: both modules hold the same weights and see the same input; each repeat times the
+Time (``sgconv._measure.interleaved``, the helper ``sgconv bench`` uses): both modules hold
+the same weights and see the same input; after a warm-up call each, each repeat times the
 two one after the other, alternating which goes first, and the medians are reported
 (the machine is shared and noisy; the median of interleaved runs is what that noise
 affects least).  "forward" is evaluation mode under torch.no_grad() (sgconv then reuses
@@ -13,10 +14,11 @@ its cached kernel spectrum, which is the point of caching); "forward+backward" i
 training mode, input requiring grad as in a stack of layers, backward from a fixed
 random output gradient.
 
-Peak memory: each (implementation, mode) runs in a fresh subprocess.  After one warm-up
-call (so lazily built FFT plans and the kernel cache exist), the kernel's high-water mark
-of resident memory is reset (writing 5 to /proc/self/clear_refs), one call runs, and the
-reported peak is VmHWM minus the resident memory at the reset: the extra memory that one
+Peak memory (``sgconv._measure.host_peak_mib``): each (implementation, mode) runs in a fresh
+subprocess.  After one warm-up call (so lazily built FFT plans and the kernel cache exist),
+the kernel's high-water mark of resident memory is reset (writing 5 to
+/proc/self/clear_refs), one call runs, and the reported peak is VmHWM minus the resident
+memory at the reset: the extra memory that one
 call needed on top of the module, its input and the output gradient.  tracemalloc
 cannot see PyTorch's CPU allocations, and on CPU torch has no allocator statistics;
 large tensors are mmap'ed by glibc and returned on free, so resident memory follows what
@@ -29,13 +31,11 @@ Not an asv benchmark module: asv finds no timed names here (see bench_torch_laye
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -65,31 +65,11 @@ def _make(impl: str, B: int, H: int, L: int, seed: int = 0, channel_chunk=None):
     return module, u
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def _hwm_kib() -> int | None:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return None
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _child(impl: str, mode: str, B: int, H: int, L: int, threads: int, chunk) -> dict:
     """One measured call in this (fresh) process; returns peak extra memory in MiB."""
     import torch
+
+    from sgconv._measure import host_peak_mib
 
     torch.set_num_threads(threads)
     module, u = _make(impl, B, H, L, channel_chunk=chunk)
@@ -113,16 +93,17 @@ def _child(impl: str, mode: str, B: int, H: int, L: int, threads: int, chunk) ->
     del out
     u.grad = None
     module.zero_grad(set_to_none=True)
-    exact = _reset_hwm()
-    before = _rss_kib()
-    t0 = time.perf_counter()
-    call()                                         # its output is part of what it needed
-    seconds = time.perf_counter() - t0
-    if exact:
-        peak = _hwm_kib()
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_mib": (peak - before) / 1024, "exact": exact, "seconds": seconds,
+    timed = []
+
+    def timed_call():
+        t0 = time.perf_counter()
+        call()
+        timed.append(time.perf_counter() - t0)
+
+    peak_mib, exact = host_peak_mib(timed_call)    # its output is part of what it needed
+    if peak_mib is None:
+        raise RuntimeError("peak memory needs /proc (Linux)")
+    return {"peak_mib": peak_mib, "exact": exact, "seconds": timed[0],
             "input_mib": u.numel() * u.element_size() / 2 ** 20}
 
 
@@ -158,18 +139,12 @@ def _time(B: int, H: int, L: int, threads: int, repeats: int, input_grad: bool =
         m.zero_grad(set_to_none=True)
         m(ug).backward(grad)
 
+    from sgconv._measure import interleaved
+
     times = {}
     for name, fn in (("forward", forward), ("forward+backward", train)):
-        for m in modules.values():
-            fn(m)                                  # warm-up
-        samples = {impl: [] for impl in modules}
-        for r in range(repeats):
-            order = list(modules) if r % 2 == 0 else list(reversed(modules))
-            for impl in order:
-                t0 = time.perf_counter()
-                fn(modules[impl])
-                samples[impl].append(time.perf_counter() - t0)
-        times[name] = {impl: statistics.median(s) for impl, s in samples.items()}
+        calls = {impl: functools.partial(fn, m) for impl, m in modules.items()}
+        times[name] = {impl: s.median for impl, s in interleaved(calls, repeats).items()}
     return times
 
 

@@ -18,9 +18,10 @@ Steps (all by default, in this order):
    memory pool cannot starve another's; then a table of times with the ratio of every
    backend to the fastest at that L.
 
-Timing: after two warm-up calls, each sample runs enough calls back to back to last at
-least 20 ms, waiting for the device after every call (as asv's ``time_`` does); the
-median of 7 samples (3 when one call takes over a second) is reported, with the spread.
+Timing (``sgconv._measure.interleaved``, as ``sgconv bench``): after warm-up calls, each
+sample runs enough calls back to back to last at least 20 ms, waiting for the device after
+every call (as asv's ``time_`` does); the median of 3 to 7 samples (no more once they have
+taken 3 s) is reported, with the spread.
 
 With ``--out DIR`` (default: $OUT when set) the log, each pytest run's output and the
 benchmark numbers (``gpu_bench.json``) are also written there.  JAX's preallocation of
@@ -36,7 +37,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -146,20 +146,14 @@ def pytest_run(log: Log, label: str, args: list, timeout: int) -> bool:
 # --- 4. benchmarks -----------------------------------------------------------------------------
 
 def measure(case, min_sample_s: float = 0.02) -> dict:
-    """Median seconds per call of a warmed-up case, each call waited for."""
-    start = time.perf_counter()
-    case()
-    one = time.perf_counter() - start
-    number = max(1, min(1000, int(min_sample_s / max(one, 1e-7)) + 1))
-    repeats = 3 if one > 1.0 else 7
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(number):
-            case()
-        samples.append((time.perf_counter() - start) / number)
-    return dict(median=statistics.median(samples), min=min(samples), max=max(samples),
-                number=number, repeats=repeats)
+    """Median seconds per call of a warmed-up case, each call waited for (the case
+    synchronises the device): ``sgconv._measure.interleaved``, the timing of ``sgconv bench``,
+    with 3 to 7 samples, no more once they have taken 3 s."""
+    from sgconv._measure import interleaved
+
+    s = interleaved({"case": case}, (3, 7, 3.0), min_sample_s=min_sample_s)["case"]
+    return dict(median=s.median, min=s.best, max=s.worst, number=s.number,
+                repeats=len(s.wall))
 
 
 def worker(backend: str, lengths: list) -> None:

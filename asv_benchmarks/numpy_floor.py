@@ -18,10 +18,10 @@ Also shown, to locate any gap: ``conv_with_spectrum``, sgconv's generic code giv
 precomputed ``k_f`` as the floor (so it does exactly the floor's work plus its own
 overhead); ``floor + kernel FFT``, the floor that also transforms the kernel on every call
 (the same work as the public ``sgconv.conv``); and ``transforms only`` (rfft + irfft, no
-product).  Each round runs every variant once, in a rotating order, and the medians over
-rounds are reported, with ratios to the floor: wall-clock time (the target, issue 2:
-sgconv.conv within 1.2x), then CPU time of the process (all threads), which other processes
-sharing the cores disturb less.
+product). Each round runs every variant once, in a rotating order (``sgconv._measure``'s
+interleaved rounds, as ``sgconv bench``), and the medians over rounds are reported, with
+ratios to the floor: wall-clock time (the target, issue 2: sgconv.conv within 1.2x), then
+CPU time of the process (all threads), which other processes sharing the cores disturb less.
 
 The same measurements are asv benchmarks (class ``NumpyConvFloor``).
 """
@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 import scipy.fft
@@ -44,15 +42,10 @@ else:
     from .common import SMALLEST, sgconv
 
 from sgconv import _ops  # noqa: E402  (the generic math, for conv_with_spectrum)
+from sgconv._measure import cores, interleaved  # noqa: E402  (shared with sgconv bench)
 
 TARGET = 1.2
 SIZES = {"batch": 8, "d_model": 256, "length": 16384}
-
-
-def _workers() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class Case:
@@ -63,7 +56,7 @@ class Case:
         self.u = rng.standard_normal((batch, d_model, length), dtype=np.float32)  # (B, H, L)
         self.k = rng.standard_normal((1, d_model, length), dtype=np.float32)      # (1, H, L)
         self.length = length
-        self.workers = _workers()
+        self.workers = cores()
         self.bk = sgconv.backend("numpy")
         # The plan sgconv picks for this call; the floor uses the same n.
         self.plan = _ops.plan_fft(self.bk, length, length, False, None)
@@ -113,25 +106,12 @@ class Case:
         return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
-def measure(case: Case, repeat: int, variants=Case.VARIANTS, progress=None,
-            clock=time.perf_counter) -> dict:
-    """Median seconds per variant over ``repeat`` interleaved rounds (order rotates per round).
-
-    clock: time.perf_counter (wall) or time.process_time (CPU seconds of this process, all
-    its threads: steadier than wall time when other processes share the cores)."""
-    times = {v: [] for v in variants}
-    for v in variants:  # warm-up: FFT plans and page faults, not timed
-        getattr(case, v)()
-    for r in range(repeat):
-        order = variants[r % len(variants):] + variants[:r % len(variants)]
-        for v in order:
-            fn = getattr(case, v)
-            t0 = clock()
-            fn()
-            times[v].append(clock() - t0)
-        if progress:
-            progress(r + 1, repeat)
-    return {v: statistics.median(ts) for v, ts in times.items()}
+def measure(case: Case, repeat: int, variants=Case.VARIANTS, progress=None) -> dict:
+    """{variant: sgconv._measure.Samples} over ``repeat`` interleaved rounds (after one
+    untimed warm-up call each: FFT plans, page faults; the order rotates per round).  Each
+    holds wall seconds and the CPU seconds of this process (all its threads: steadier than
+    wall time when other processes share the cores)."""
+    return interleaved({v: getattr(case, v) for v in variants}, repeat, progress=progress)
 
 
 def main(argv=None) -> int:
@@ -151,8 +131,9 @@ def main(argv=None) -> int:
           f"B={args.batch} H={args.d_model} L={args.length} float32, kernel (1, H, L), "
           f"n={case.n}, workers={case.workers}, {args.repeat} interleaved rounds")
     print(f"max |sgconv.conv - floor| / max |floor| = {err:.2e} (the same convolution)")
-    wall = measure(case, args.repeat)
-    cpu = measure(case, args.repeat, clock=time.process_time)
+    samples = measure(case, args.repeat)
+    wall = {v: s.median for v, s in samples.items()}
+    cpu = {v: s.cpu_median for v, s in samples.items()}
     print(f"{'variant':34s} {'wall ms':>9s} {'x floor':>8s} {'CPU ms':>9s} {'x floor':>8s}")
     for v in Case.VARIANTS:
         print(f"{Case.LABELS[v]:34s} {1e3 * wall[v]:9.1f} {wall[v] / wall['floor']:8.2f} "
@@ -193,8 +174,8 @@ class NumpyConvFloor:
 
     def track_ratio_to_floor(self):
         """Median time of sgconv.conv / median time of the floor, 5 interleaved rounds."""
-        med = measure(self.case, 5, ("sgconv_conv", "floor"))
-        return med["sgconv_conv"] / med["floor"]
+        samples = measure(self.case, 5, ("sgconv_conv", "floor"))
+        return samples["sgconv_conv"].median / samples["floor"].median
 
     track_ratio_to_floor.unit = "x floor"
 

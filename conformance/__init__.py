@@ -12,5 +12,16 @@ Modules:
     properties  the properties as plain functions ``check_*(backend_name, example)``
     meta/       deliberately broken backends and the tests that each one is caught
 
-Run ``pytest conformance`` (see conformance/README.md).
+Run ``pytest conformance`` in a checkout, or ``sgconv check`` where sgconv is installed (see
+conformance/README.md).
+
+The suite and the reference are top-level packages of a checkout (``conformance``,
+``reference``) and are installed inside the package (``sgconv.conformance``,
+``sgconv.reference``); either way the suite imports the reference that sits beside it, as
+``from . import reference``.
 """
+
+import importlib as _importlib
+
+_parent = __name__.rpartition(".")[0]                       # "" in a checkout, "sgconv" installed
+reference = _importlib.import_module(f"{_parent}.reference" if _parent else "reference")

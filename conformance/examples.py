@@ -103,7 +103,7 @@ class Example:
         mode = "bidirectional" if self.bidirectional else "causal"
         return (f"backend={backend!r} dtype={self.dtype} {mode} block_size={self.block_size} "
                 f"seed={self.seed}\n  {self.shapes()}\n  reproduce: "
-                f"from conformance.properties import *; {check}({backend!r}, {self!r})")
+                f"from {__package__}.properties import *; {check}({backend!r}, {self!r})")
 
 
 def _minimum_block(length: int, taps: int, bidirectional: bool) -> int:

@@ -18,7 +18,7 @@ import math
 import numpy as np
 from scipy.special import erf
 
-import reference
+from . import reference
 
 __all__ = ["params_state", "to_float64", "scale_blocks", "decay_factors", "upsample_matrix",
            "two_sided_kernel", "gelu_grad", "conv_vjp", "kernel_vjp", "layer_vjp"]

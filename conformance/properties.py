@@ -24,10 +24,9 @@ import tempfile
 import numpy as np
 from scipy import stats
 
-import reference
 import sgconv
 
-from . import frameworks, oracle, tolerance
+from . import frameworks, oracle, reference, tolerance
 from .examples import Example
 
 __all__ = ["PROPERTIES", "NotApplicable", "session", "make_params"] + [

@@ -11,10 +11,9 @@ import math
 import numpy as np
 import pytest
 
-import reference
 import sgconv
 
-from . import oracle, tolerance
+from . import oracle, reference, tolerance
 
 EPS64 = tolerance.EPS64
 

@@ -71,9 +71,7 @@ import math
 
 import numpy as np
 
-import reference
-
-from . import oracle
+from . import oracle, reference
 
 __all__ = ["eps", "EPS64", "C_FFT", "spectrum_peak", "log2_fft_length", "fft_bound",
            "conv_bound", "kernel_bound", "layer_bound", "conv_vjp_bound", "layer_vjp_bound",

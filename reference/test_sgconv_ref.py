@@ -9,13 +9,15 @@ float64's eps and the number of terms summed; the derivation sits next to each
 bound. On failure a message names the shapes and seed.
 """
 
+import ast
 import math
+import pathlib
 
 import numpy as np
 import pytest
 import scipy.signal
 
-from reference import (
+from . import (
     cat_kernel,
     conv,
     conv_bidirectional,
@@ -534,23 +536,62 @@ def test_layer_transposed_and_errors():
 # The oracle stays independent ---------------------------------------------------------------
 
 
-def test_reference_never_imports_sgconv():
-    """Importing and running the reference loads no module of the product package."""
-    import os
+def _sgconv_imports(path):
+    """The statements of a source file that import sgconv: ``import sgconv...``, ``from sgconv...
+    import``, a relative import that climbs out of this package (installed, the folder above
+    is ``sgconv``), or importlib.import_module / __import__ of an sgconv name."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [("." * node.level) + (node.module or "")]
+            if node.level > 1:
+                found.append(f"{path.name}:{node.lineno}: relative import above the package")
+        elif (isinstance(node, ast.Call) and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", None))
+              in ("import_module", "__import__")):
+            names = [node.args[0].value]
+        found += [f"{path.name}:{node.lineno}: {name}" for name in names
+                  if name == "sgconv" or name.startswith("sgconv.")]
+    return found
+
+
+def test_reference_never_imports_sgconv(tmp_path):
+    """The oracle stays independent of the product, wherever it sits: in a checkout
+    (``reference/``) or installed (``sgconv.reference``); this test checks the files beside it.
+
+    Importing ``sgconv.reference`` imports its parent package ``sgconv`` first, so that import
+    cannot show independence.  Instead: (1) no source file of the reference imports sgconv, and
+    (2) in a fresh interpreter, started in an empty folder and isolated from PYTHONPATH, the
+    reference's files are loaded by location under a name of their own and run a layer, after
+    which no module named sgconv or sgconv.* has been imported."""
     import subprocess
     import sys
 
+    here = pathlib.Path(__file__).resolve().parent
+    sources = sorted(p for p in here.glob("*.py") if not p.name.startswith("test_"))
+    assert {p.name for p in sources} >= {"__init__.py", "sgconv_ref.py"}, sources
+    offending = [hit for p in sources for hit in _sgconv_imports(p)]
+    assert not offending, offending
+
     code = (
-        "import sys, reference\n"
-        "s = reference.init_state(2, 16, kernel_dim=4, rng=0)\n"
-        "reference.layer(s, [[[1.0] * 5] * 2])\n"
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location(\n"
+        f"    'oracle_alone', {str(here / '__init__.py')!r},\n"
+        f"    submodule_search_locations=[{str(here)!r}])\n"
+        "ref = importlib.util.module_from_spec(spec)\n"
+        "sys.modules['oracle_alone'] = ref\n"
+        "spec.loader.exec_module(ref)\n"
+        "s = ref.init_state(2, 16, kernel_dim=4, rng=0)\n"
+        "ref.layer(s, [[[1.0] * 5] * 2])\n"
+        "assert sorted(ref.__all__) == sorted(sys.modules['oracle_alone.sgconv_ref'].__all__)\n"
         "bad = sorted(m for m in sys.modules if m == 'sgconv' or m.startswith('sgconv.'))\n"
         "assert not bad, bad\n"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    import reference
-    import reference.sgconv_ref as module
-
-    assert sorted(reference.__all__) == sorted(module.__all__)

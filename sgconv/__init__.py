@@ -18,8 +18,9 @@ Backends: ``sgconv.use('torch')``, ``with sgconv.using('jax'): ...``.
 from . import interop
 from ._api import Prepared, apply, conv, kernel, prepare
 from ._config import SGConvConfig
+from ._checkpoint import CheckpointError, load, save
 from ._ops import get_memory_budget, memory_budget, set_memory_budget
-from ._params import Params, from_state_dict, init, load, save, to_state_dict
+from ._params import Params, from_state_dict, init, to_state_dict
 from ._switch import (BackendInfo, available_backends, backend, get_backend, known_backends,
                       register_backend, use, using)
 from .backends._base import Backend, BackendUnavailableError
@@ -29,7 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SGConvConfig", "Params", "init", "kernel", "conv", "apply", "prepare", "Prepared",
     "get_memory_budget", "set_memory_budget", "memory_budget",
-    "from_state_dict", "to_state_dict", "save", "load",
+    "from_state_dict", "to_state_dict", "save", "load", "CheckpointError",
     "use", "using", "get_backend", "backend", "available_backends", "known_backends",
     "register_backend", "BackendInfo", "Backend", "BackendUnavailableError", "interop",
     "__version__",

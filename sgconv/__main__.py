@@ -1,6 +1,6 @@
-"""``python -m sgconv``: the sgconv command line (see :mod:`sgconv._cli`)."""
+"""``python -m sgconv``: the sgconv command line (see :mod:`sgconv.cli`)."""
 
-from ._cli import main
+from .cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,10 +1,8 @@
-"""SGConv parameters: initialisation from a seed, the released checkpoint layout, .npz files."""
+"""SGConv parameters: initialisation from a seed and the released checkpoint layout."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -14,7 +12,7 @@ from ._config import SGConvConfig
 from ._switch import backend as _backend, known_backends
 from .backends._base import array_framework, register_structure
 
-__all__ = ["Params", "init", "from_state_dict", "to_state_dict", "save", "load"]
+__all__ = ["Params", "init", "from_state_dict", "to_state_dict"]
 
 _ARRAY_FIELDS = _ops.ARRAY_NAMES
 
@@ -190,6 +188,13 @@ def from_state_dict(mapping: Mapping, *, dtype: str | None = None, backend: str 
     weights here, as the released module would on its first call.  Unknown or missing
     keys raise ValueError.  dtype: cast to this float dtype (default: keep the stored one).
     """
+    return _from_state_dict(mapping, dtype, backend, config,
+                            given="from_state_dict: {key}={value!r} was given")
+
+
+def _from_state_dict(mapping: Mapping, dtype, backend, config: dict, given: str) -> Params:
+    """:func:`from_state_dict`, with ``given`` (a format of key and value) saying where a
+    configuration value that the arrays contradict came from (sgconv.load: the file)."""
     if not isinstance(mapping, Mapping):
         raise TypeError(f"from_state_dict expects a mapping of arrays, got {type(mapping).__name__}")
     sd = {str(k): _any_to_numpy(str(k), v) for k, v in mapping.items()}
@@ -220,11 +225,11 @@ def from_state_dict(mapping: Mapping, *, dtype: str | None = None, backend: str 
     inferred = dict(d_model=H, channels=C, kernel_dim=d, bidirectional=Cp == 2 * C,
                     learnable_decay=learnable)
     if config.get("n_scales") is not None and config["n_scales"] != n:
-        raise ValueError(f"from_state_dict: n_scales={config['n_scales']!r} was given but the "
+        raise ValueError(f"{given.format(key='n_scales', value=config['n_scales'])} but the "
                          f"arrays hold {n} kernel_list entries")
     for key, value in inferred.items():
         if key in config and config[key] is not None and config[key] != value:
-            raise ValueError(f"from_state_dict: {key}={config[key]!r} was given but the arrays "
+            raise ValueError(f"{given.format(key=key, value=config[key])} but the arrays "
                              f"say {key}={value!r}")
     fields = {f.name for f in dataclasses.fields(SGConvConfig)}
     bad = sorted(set(config) - fields)
@@ -265,32 +270,3 @@ def from_state_dict(mapping: Mapping, *, dtype: str | None = None, backend: str 
     params = Params(cfg, kernels, multiplier, kernel_norm, D, sd["output_linear.weight"],
                     sd["output_linear.bias"], decay)
     return params._map(lambda x: bk.asarray(x, dtype=dtype))
-
-
-# --- one .npz file, no pickle ---------------------------------------------------------------
-
-_CONFIG_KEY = "__sgconv_config__"
-
-
-def save(path: str | os.PathLike, params: Params) -> None:
-    """Write the parameters and their configuration to one .npz file (no pickle).
-
-    The arrays are stored in the released state_dict layout, as NumPy arrays of their dtype
-    (bfloat16 is stored as float32); the configuration as a JSON string.
-    """
-    if not isinstance(params, Params):
-        raise TypeError(f"save expects sgconv.Params, got {type(params).__name__}")
-    arrays = {k: _any_to_numpy(k, v) for k, v in to_state_dict(params).items()}
-    arrays[_CONFIG_KEY] = np.asarray(json.dumps(dataclasses.asdict(params.config)))
-    np.savez(path, **arrays)
-
-
-def load(path: str | os.PathLike, *, dtype: str | None = None, backend: str | None = None) -> Params:
-    """Read parameters written by :func:`save` onto ``backend`` (default: the active one)."""
-    with np.load(path, allow_pickle=False) as f:
-        if _CONFIG_KEY not in f.files:
-            raise ValueError(f"{os.fspath(path)!r} is not an sgconv parameter file "
-                             f"(no {_CONFIG_KEY!r} entry); write one with sgconv.save")
-        config = json.loads(str(f[_CONFIG_KEY]))
-        arrays = {k: f[k] for k in f.files if k != _CONFIG_KEY}
-    return from_state_dict(arrays, dtype=dtype, backend=backend, **config)

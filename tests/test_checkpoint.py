@@ -1,5 +1,9 @@
 """Released-checkpoint layout (SPEC "Compatibility") and the .npz file."""
 
+import io
+import os
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -108,11 +112,140 @@ def test_npz_round_trip_keeps_config_and_outputs(tmp_path, learnable):
     np.testing.assert_array_equal(sgconv.apply(loaded, u), sgconv.apply(params, u))
 
 
-def test_load_rejects_foreign_npz(tmp_path):
-    path = tmp_path / "other.npz"
-    np.savez(path, a=np.zeros(3))
-    with pytest.raises(ValueError, match="not an sgconv parameter file"):
+# --- files that load cannot use --------------------------------------------------------------
+
+def _good_entries(tmp_path) -> dict:
+    """The entries of a file written by sgconv.save (config JSON included), as a dict."""
+    cfg = sgconv.SGConvConfig(d_model=3, l_max=40, kernel_dim=4)
+    written = sgconv.save(tmp_path / "good.npz", sgconv.init(cfg, seed=1))
+    with np.load(written, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _with_config(entries, text) -> dict:
+    return {**entries, "__sgconv_config__": np.asarray(text)}
+
+
+def _write_bytes(data):
+    return lambda path, entries: path.write_bytes(data)
+
+
+def _savez(change):
+    return lambda path, entries: np.savez(path, **change(entries))
+
+
+def _zip_of_text(path, entries):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes.txt", "hello")
+
+
+def _good_file_cut(keep):
+    def write(path, entries):
+        np.savez(path, **entries)
+        data = path.read_bytes()
+        path.write_bytes(keep(data))
+    return write
+
+
+def _flip_inside_d(data: bytes) -> bytes:
+    """One byte of the stored 'D' array's values flipped (the zip's CRC no longer matches)."""
+    info = zipfile.ZipFile(io.BytesIO(data)).getinfo("D.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)  # the .npy bytes
+    at = start + len(_npy_bytes(np.zeros((1, 3), np.float32))) - 1   # its last value byte
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+BAD_FILES = {
+    # name: (how to write it, what the message must say)
+    "random bytes": (_write_bytes(bytes(range(7, 250))), r"is not an sgconv parameter file.*"
+                     r"\.npz \(zip\) archive .* starts with"),
+    "empty": (_write_bytes(b""), r"the file is empty"),
+    "a .npy array": (lambda p, e: p.write_bytes(_npy_bytes(np.zeros(3)))," single NumPy array"),
+    "truncated": (_good_file_cut(lambda d: d[:len(d) // 2]), r"truncated or corrupted"),
+    "corrupted": (_good_file_cut(_flip_inside_d), r"truncated or corrupted.*CRC"),
+    "a foreign zip": (_zip_of_text, r"no '__sgconv_config__' entry \(its entries: notes.txt\)"),
+    "an npz without config": (_savez(lambda e: {"a": np.zeros(3)}),
+                              r"no '__sgconv_config__' entry \(its entries: a\).*from_state_dict"),
+    "a pickled entry": (_savez(lambda e: {**e, "extra": np.array([{"x": 1}], dtype=object)}),
+                        r"entry 'extra' holds Python objects .* without unpickling"),
+    "malformed JSON": (_savez(lambda e: _with_config(e, '{"d_model": 3,')),
+                       r"stored configuration is not valid JSON"),
+    "JSON not an object": (_savez(lambda e: _with_config(e, "[3, 40]")),
+                           r"should be a JSON object of SGConvConfig fields, got list"),
+    "config not a string": (_savez(lambda e: {**e, "__sgconv_config__": np.asarray(3)}),
+                            r"should be a JSON string, but it is a int64 array"),
+    "unknown config field": (_savez(lambda e: _with_config(e, '{"d_model": 3, "l_max": 40, '
+                                                                '"width": 9}')),
+                             r"unknown fields \['width'\]"),
+    "invalid config value": (_savez(lambda e: _with_config(e, '{"d_model": 0, "l_max": 40}')),
+                             r"stored configuration is invalid: .*d_model"),
+    "config contradicts arrays": (
+        _savez(lambda e: _with_config(e, '{"d_model": 16, "l_max": 40, "kernel_dim": 4}')),
+        r"its stored configuration says d_model=16 but the arrays say d_model=3"),
+    "arrays of the wrong shape": (_savez(lambda e: {**e, "output_linear.bias": np.zeros(5)}),
+                                  r"'output_linear.bias' has shape \(5,\), expected \(3,\)"),
+    "integer arrays": (_savez(lambda e: {**e, "D": np.zeros((1, 3), dtype=np.int64)}),
+                       r"entry 'D' has dtype int64; .* floating-point"),
+}
+
+
+def _npy_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_load_of_a_bad_file_raises_checkpoint_error_naming_it(tmp_path, name):
+    write, message = BAD_FILES[name]
+    path = tmp_path / "bad.npz"
+    write(path, _good_entries(tmp_path))
+    with pytest.raises(sgconv.CheckpointError, match=message) as caught:
         sgconv.load(path)
+    text = str(caught.value)
+    assert isinstance(caught.value, ValueError)
+    assert repr(str(path)) in text                                      # names the file
+    # never NumPy's advice to pass allow_pickle (load takes no such argument), never a blame
+    # on arguments the caller did not pass, and no bare zipfile/NumPy exception escapes
+    assert "allow_pickle" not in text and "was given" not in text, text
+    assert type(caught.value) is sgconv.CheckpointError
+
+
+def test_the_good_file_of_those_tests_loads(tmp_path):
+    """The bad files above are each one change away from this one, which loads."""
+    path = tmp_path / "again.npz"
+    np.savez(path, **_good_entries(tmp_path))
+    assert sgconv.load(path).config.d_model == 3
+
+
+def test_save_appends_npz_and_load_finds_it(tmp_path):
+    params = sgconv.init(sgconv.SGConvConfig(d_model=2, l_max=16, kernel_dim=4), seed=0)
+    written = sgconv.save(tmp_path / "layer", params)
+    assert written == str(tmp_path / "layer.npz") and os.path.exists(written)
+    assert not os.path.exists(tmp_path / "layer")
+    for name in ("layer", "layer.npz"):
+        loaded = sgconv.load(tmp_path / name)
+        np.testing.assert_array_equal(loaded.D, params.D)
+    assert sgconv.save(str(tmp_path / "b.npz"), params) == str(tmp_path / "b.npz")
+
+
+def test_load_of_a_missing_file_says_which_paths_it_tried(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no sgconv parameter file at '.*nowhere' or "
+                                                r"'.*nowhere.npz'"):
+        sgconv.load(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"at '.*gone.npz'$"):
+        sgconv.load(tmp_path / "gone.npz")
+
+
+def test_load_arguments_that_are_the_callers_are_not_blamed_on_the_file(tmp_path):
+    params = sgconv.init(sgconv.SGConvConfig(d_model=2, l_max=16, kernel_dim=4), seed=0)
+    path = sgconv.save(tmp_path / "ok", params)
+    with pytest.raises(TypeError, match="parameter dtype must be one of") as caught:
+        sgconv.load(path, dtype="int8")
+    assert not isinstance(caught.value, sgconv.CheckpointError)
+    with pytest.raises(ValueError, match="nope") as caught:
+        sgconv.load(path, backend="nope")
+    assert not isinstance(caught.value, sgconv.CheckpointError)
 
 
 def test_same_seed_same_numbers_and_layout():
