@@ -23,11 +23,10 @@ import dataclasses
 
 import numpy as np
 
-import reference
 import sgconv
 from sgconv import _ops
 
-from . import oracle, tolerance
+from . import oracle, reference, tolerance
 from .examples import Example
 from .properties import NotApplicable, _close, _np, _random, _rng, make_params, session
 

@@ -20,7 +20,7 @@ import pytest
 import reference
 import sgconv
 from sgconv import _ops
-from conformance.tolerance import assert_close, conv_bound, eps, kernel_bound, layer_bound
+from conformance.tolerance import assert_close, conv_bound, kernel_bound, layer_bound
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

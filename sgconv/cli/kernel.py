@@ -245,7 +245,7 @@ def run(args) -> int:
     decay = None if params.decay is None else np.asarray(params.decay)    # (H,) or None
     trained = args.params is not None
     rms = _rms_per_scale(params, args.channel) if trained else None
-    N, d, H, Cp = config.num_scales, config.kernel_dim, config.d_model, config.kernel_rows
+    N, d, H = config.num_scales, config.kernel_dim, config.d_model
     K = config.kernel_length
     kind = "bidirectional (C'=2C rows)" if config.bidirectional else "causal"
     print(f"SGConv kernel: H={H} channels, C={config.channels} head(s), {kind}, d={d}, "
