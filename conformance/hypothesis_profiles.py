@@ -48,10 +48,14 @@ ENV_VAR = "SGCONV_HYPOTHESIS_PROFILE"
 
 _COMMON = dict(database=None, deadline=None, print_blob=True,
                suppress_health_check=(HealthCheck.too_slow,))
-settings.register_profile("ci", phases=(Phase.explicit,), derandomize=True,
+# Both profiles name their parent: Hypothesis loads its own ``ci`` profile when it sees a CI
+# environment (``CI=true``), and a profile registered without a parent inherits whatever is
+# loaded, so ``thorough`` would silently lose its generate phase on a CI machine.
+_BASE = settings.get_profile("default")
+settings.register_profile("ci", parent=_BASE, phases=(Phase.explicit,), derandomize=True,
                           report_multiple_bugs=False, **_COMMON)
-settings.register_profile("thorough", max_examples=THOROUGH_MAX_EXAMPLES, derandomize=False,
-                          **_COMMON)
+settings.register_profile("thorough", parent=_BASE, phases=tuple(Phase),
+                          max_examples=THOROUGH_MAX_EXAMPLES, derandomize=False, **_COMMON)
 
 _active = [os.environ.get(ENV_VAR, "").strip() or "ci"]
 
