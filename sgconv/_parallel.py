@@ -63,6 +63,12 @@ def communication_volume(batch: int, d_model: int, length: int, parts: int,
     return {"first": first, "second": second, "total": first + second}
 
 
+def _conv_chunks(bk, x, spectrum, plan: FFTPlan, chunk: int):
+    """conv(x, k) + D x of ``chunk`` channels at a time: yields (B, C, chunk, L) pieces."""
+    for h0 in range(0, x.shape[1], chunk):
+        yield _ops.conv_with_spectrum(bk, x[:, h0:h0 + chunk], spectrum[:, h0:h0 + chunk], plan)
+
+
 def context_layer(bk, config, spectrum, out_weight, out_bias, u, plan: FFTPlan, *,
                   to_channels, to_time, dropout: float = 0.0, rng=None, channel_chunk=None):
     """One device's part of the layer: its time slice u (B, H, L_p) -> its output (B, H, L_p).
@@ -74,28 +80,24 @@ def context_layer(bk, config, spectrum, out_weight, out_bias, u, plan: FFTPlan, 
 
     spectrum: this device's kernel spectrum (C, h, n//2+1) for the plan's length L (from
     :func:`sgconv._ops.spectrum` with its channel slice, D folded in), None when the device
-    owns no channel (H < P); out_weight (H, C*H)
-    and out_bias (H,) are the whole mixing (it is pointwise in time).  to_channels and
-    to_time are the front end's all-to-alls (differentiable: the adjoint of each is the
-    reverse all-to-all).  The h channels are convolved ``channel_chunk`` at a time (None:
-    from the memory budget, as :func:`sgconv._ops.layer` does); any chunk gives the same
-    numbers.
+    owns no channel (H < P); out_weight (H, C*H) and out_bias (H,) are the whole mixing (it
+    is pointwise in time).  to_channels and to_time are the front end's all-to-alls
+    (differentiable: the adjoint of each is the reverse all-to-all); to_time receives the
+    convolution as an iterator of channel chunks (B, C, h_i, L), in order, so that it can
+    send each as it comes instead of holding them all.  The h channels are convolved, and
+    the H channels mixed, ``channel_chunk`` at a time (None: from the memory budget, as
+    :func:`sgconv._ops.layer` does); any chunk gives the same numbers.
     """
     x = to_channels(u)                                             # (B, h, L)
     B, h, L = x.shape
     C = config.channels
+    chunk = _ops.choose_channel_chunk(config, B, plan, _ops._itemsize(bk, x), channel_chunk)
     if h == 0:
         # H < P: no channel to convolve.  The empty result still derives from x, so that the
         # backward passes through both all-to-alls on every device, as the collectives need.
-        y = bk.concat([x[:, None]] * C, axis=1)                    # (B, C, 0, L)
+        pieces = iter([bk.concat([x[:, None]] * C, axis=1)])       # (B, C, 0, L)
     else:
-        chunk = _ops.choose_channel_chunk(config, B, plan, _ops._itemsize(bk, x), channel_chunk)
-        chunk = h if chunk is None else min(chunk, h)
-        pieces = [_ops.conv_with_spectrum(bk, x[:, h0:h0 + chunk], spectrum[:, h0:h0 + chunk],
-                                          plan)                    # (B, C, chunk, L)
-                  for h0 in range(0, h, chunk)]
-        del x                                                      # free the gathered input
-        y = pieces[0] if len(pieces) == 1 else bk.concat(pieces, axis=2)  # (B, C, h, L)
-        del pieces
-    y = to_time(y)                                                 # (B, C, H, L_p)
-    return _ops.mix(bk, y, out_weight, out_bias, dropout, rng)     # (B, H, L_p)
+        pieces = _conv_chunks(bk, x, spectrum, plan, h if chunk is None else min(chunk, h))
+    del x                                      # the iterator holds it until the last chunk
+    y = to_time(pieces)                                            # (B, C, H, L_p)
+    return _ops.mix(bk, y, out_weight, out_bias, dropout, rng, channel_chunk=chunk)

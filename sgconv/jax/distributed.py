@@ -89,7 +89,8 @@ def _shard_layer(params, u, key, *, axis_name, transposed: bool, rate: float, bl
     y = context_layer(
         _BK, config, k_f, arrays["out_weight"], arrays["out_bias"], x, plan,
         to_channels=lambda v: jax.lax.all_to_all(v, axis_name, 1, 2, tiled=True),
-        to_time=lambda v: jax.lax.all_to_all(v, axis_name, 3, 2, tiled=True)[:, :, :H],
+        to_time=lambda pieces: jax.lax.all_to_all(_BK.concat(list(pieces), axis=2), axis_name,
+                                                  3, 2, tiled=True)[:, :, :H],
         dropout=rate, rng=rng, channel_chunk=channel_chunk)       # (B, H, L_p)
     return _out_layout(y, u, transposed)
 

@@ -27,6 +27,7 @@ Importing this module imports PyTorch (``import sgconv`` alone does not).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -63,31 +64,64 @@ def _leading_one(shape, dim: int) -> bool:
     return math.prod(shape[:dim]) == 1
 
 
-def _exchange(x, split_dim: int, concat_dim: int, split: tuple, concat: tuple, group):
-    """The collective, outside autograd: see :func:`all_to_all`."""
+def _exchange(x, split_dim: int, concat_dim: int, split: tuple, concat: tuple, group,
+              shape=None):
+    """The collective, outside autograd: see :func:`all_to_all`.
+
+    x: a tensor, or an iterator of its pieces along ``concat_dim`` in order (then ``shape``
+    gives the whole): each piece is packed into the send buffer as it arrives and can be
+    freed before the next is made.
+    """
     P, rank = dist.get_world_size(group), dist.get_rank(group)
-    shape = list(x.shape)
+    pieces = iter([x]) if isinstance(x, torch.Tensor) else iter(x)
+    first = next(pieces)
+    shape = list(x.shape if isinstance(x, torch.Tensor) else shape)
     send_shapes = [_with(shape, split_dim, split[p], concat_dim, concat[rank]) for p in range(P)]
     recv_shapes = [_with(shape, split_dim, split[rank], concat_dim, concat[q]) for q in range(P)]
     send_sizes = [math.prod(s) for s in send_shapes]
     recv_sizes = [math.prod(s) for s in recv_shapes]
-    if x.is_contiguous() and _leading_one(shape, split_dim):
+    if isinstance(x, torch.Tensor) and x.is_contiguous() and _leading_one(shape, split_dim):
         send = x.reshape(-1)                                       # pieces already contiguous
     else:
-        send = x.new_empty(sum(send_sizes))                        # one piece per rank, packed
-        for p, (piece, start) in enumerate(zip(send.split(send_sizes), offsets(split))):
-            piece.view(send_shapes[p]).copy_(x.narrow(split_dim, start, split[p]))
+        send = first.new_empty(sum(send_sizes))                    # one region per rank
+        regions = [r.view(s) for r, s in zip(send.split(send_sizes), send_shapes)]
+        done, piece, first = 0, first, None
+        while piece is not None:
+            size = piece.shape[concat_dim]
+            for region, start, n in zip(regions, offsets(split), split):
+                region.narrow(concat_dim, done, size).copy_(piece.narrow(split_dim, start, n))
+            done += size
+            piece = None                                           # free it before the next
+            piece = next(pieces, None)
+        del regions
     out_shape = _with(shape, split_dim, split[rank], concat_dim, sum(concat))
     direct = _leading_one(shape, concat_dim)       # then the received pieces are the result
-    recv = x.new_empty(out_shape if direct else (sum(recv_sizes),)).reshape(-1)
+    recv = send.new_empty(out_shape if direct else (sum(recv_sizes),)).reshape(-1)
     dist.all_to_all_single(recv, send, recv_sizes, send_sizes, group=group)
     del send
     if direct:
         return recv.view(out_shape)
-    out = x.new_empty(out_shape)
+    out = recv.new_empty(out_shape)
     for q, (piece, start) in enumerate(zip(recv.split(recv_sizes), offsets(concat))):
         out.narrow(concat_dim, start, concat[q]).copy_(piece.view(recv_shapes[q]))
     return out
+
+
+def _to_time(pieces, lengths: tuple, hs: tuple, group):
+    """The second all-to-all of the layer: channel chunks (B, C, h_i, L) of this rank's h_p
+    channels -> (B, C, H, L_p).  Without autograd the chunks are sent as they come (one
+    chunk's buffers live at a time); with it they are joined first (the autograd node
+    needs them as one input)."""
+    rank = dist.get_rank(group)
+    first = next(pieces)
+    if torch.is_grad_enabled() and first.requires_grad:
+        rest = list(pieces)
+        y = torch.cat([first, *rest], dim=2) if rest else first   # (B, C, h_p, L)
+        return all_to_all(y, 3, 2, lengths, hs, group)
+    shape = (first.shape[0], first.shape[1], hs[rank], first.shape[3])
+    stream = itertools.chain([first], pieces)
+    del first                                      # the stream drops it once it is sent
+    return _exchange(stream, 3, 2, lengths, hs, group, shape=shape)
 
 
 class _AllToAll(torch.autograd.Function):
@@ -274,7 +308,7 @@ class ContextParallelSGConv(SGConv):
             out = _context_layer(
                 bk, self.config, k_f, arrays["out_weight"], arrays["out_bias"], x.to(cdtype),
                 plan, to_channels=lambda v: all_to_all(v, 1, 2, hs, lengths, self.group),
-                to_time=lambda y: all_to_all(y, 3, 2, lengths, hs, self.group),
+                to_time=lambda pieces: _to_time(pieces, lengths, hs, self.group),
                 dropout=self.dropout_rate if self.training else 0.0,
                 channel_chunk=self.channel_chunk)                  # (B, H, L_p)
         out = out.to(u.dtype)
