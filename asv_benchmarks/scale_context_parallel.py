@@ -64,33 +64,18 @@ LENGTHS_DEFAULT = (2 ** 20, 2 ** 22)
 PARTS_DEFAULT = (1, 2, 4)
 
 
-# --- memory probes (as in compare_torch.py) ------------------------------------------------
-
-def _status_kib(field: str) -> int | None:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 # --- one rank --------------------------------------------------------------------------------
 
 def child(rank: int, parts: int, port: int, L: int, H: int, B: int, mode: str, repeats: int,
           threads: int) -> dict:
     """Build the layer on this rank, warm up, measure; returns this rank's numbers."""
-    sys.path.insert(0, ROOT)
+    try:
+        import sgconv  # noqa: F401  (the installed one, in asv's environments)
+    except ImportError:
+        sys.path.insert(0, ROOT)                    # else this checkout's
     import torch
     import torch.distributed as dist
+    from compare_torch import _hwm_kib, _reset_hwm, _rss_kib   # the same memory probes
 
     import sgconv.torch as sgt
     from sgconv.torch.distributed import (ContextParallelSGConv, communication_volume,
@@ -100,7 +85,7 @@ def child(rank: int, parts: int, port: int, L: int, H: int, B: int, mode: str, r
     tiny = sgt.SGConv(4, 64)                        # load and initialise the libraries
     tiny(torch.randn(1, 4, 64, requires_grad=True)).sum().backward()
     del tiny
-    runtime_kib = _status_kib("VmRSS")
+    runtime_kib = _rss_kib()
     sent = [0]
     if parts > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -150,7 +135,7 @@ def child(rank: int, parts: int, port: int, L: int, H: int, B: int, mode: str, r
         out = call()
         times.append(time.perf_counter() - start)
         del out
-    peak_kib = _status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = _hwm_kib() if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     formula = communication_volume(B, H, L, parts) if parts > 1 else {"total": 0}
     result = {"rank": rank, "times": times, "runtime_mib": runtime_kib / 1024,
               "peak_mib": (peak_kib - runtime_kib) / 1024, "exact": exact,

@@ -119,6 +119,14 @@ def run_context(rank: int, P: int) -> None:
         assert y_mine.shape == u_mine.shape, (what, y_mine.shape)
         y_mine.backward(g.narrow(axis, start, lengths[rank]))
         sync_gradients(cp)
+        grads = {n: p.grad.clone() for n, p in cp.named_parameters()}
+        # an input that needs no gradient (a model's first layer): the same parameter
+        # gradients, and every rank's backward still joins the collectives (H < P too)
+        cp.zero_grad()
+        cp(u_mine.detach()).backward(g.narrow(axis, start, lengths[rank]))
+        sync_gradients(cp)
+        for n, p in cp.named_parameters():
+            assert torch.equal(p.grad, grads[n]), f"{what}: d {n} with a constant input"
         y = _gather_time(y_mine, lengths, axis)
         du = _gather_time(u_mine.grad, lengths, axis)
         with torch.no_grad():                     # the evaluation path: cached spectrum

@@ -34,7 +34,8 @@ from jax.sharding import PartitionSpec
 
 from .. import _checks, _ops
 from .._parallel import communication_volume, context_layer
-from ._functional import _BK, _compute_arrays, _in_layout, _out_layout, as_jax_params
+from ._functional import (_BK, _compute_arrays, _in_layout, _out_layout, as_jax_params,
+                          check_options)
 
 __all__ = ["context_apply", "context_apply_shard", "communication_volume"]
 
@@ -97,16 +98,9 @@ def _shard_layer(params, u, key, *, axis_name, transposed: bool, rate: float, bl
 
 def _check(params, u, transposed, dropout, key, deterministic, block_size, channel_chunk):
     params = as_jax_params(params)
-    transposed = _checks.check_bool("transposed", transposed)
-    deterministic = _checks.check_bool("deterministic", deterministic)
-    rate = _checks.check_rate(dropout)
-    block_size = _checks.check_block_size(block_size)
-    channel_chunk = _checks.check_channel_chunk(channel_chunk)
+    transposed, rate, key, block_size, channel_chunk = check_options(
+        transposed, dropout, key, deterministic, block_size, channel_chunk)
     u = _checks.check_input(_BK, u, params.config.d_model, transposed)
-    if rate > 0.0 and not deterministic:
-        key = _BK.prng_key(key)               # missing key -> ValueError naming the fix
-    else:
-        rate, key = 0.0, None
     return params, u, key, transposed, rate, block_size, channel_chunk
 
 

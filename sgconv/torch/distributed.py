@@ -107,16 +107,23 @@ def _exchange(x, split_dim: int, concat_dim: int, split: tuple, concat: tuple, g
     return out
 
 
-def _to_time(pieces, lengths: tuple, hs: tuple, group):
+def _to_time(pieces, lengths: tuple, hs: tuple, group, needs_grad: bool):
     """The second all-to-all of the layer: channel chunks (B, C, h_i, L) of this rank's h_p
     channels -> (B, C, H, L_p).  Without autograd the chunks are sent as they come (one
     chunk's buffers live at a time); with it they are joined first (the autograd node
-    needs them as one input)."""
+    needs them as one input).
+
+    needs_grad must be the same on every rank: each rank's backward then runs this
+    all-to-all's reverse, which the others wait for, even on a rank whose chunks carry no
+    gradient (one that owns no channel, when the input needs none).
+    """
     rank = dist.get_rank(group)
     first = next(pieces)
-    if torch.is_grad_enabled() and first.requires_grad:
+    if needs_grad:
         rest = list(pieces)
         y = torch.cat([first, *rest], dim=2) if rest else first   # (B, C, h_p, L)
+        if not y.requires_grad:
+            y = y.detach().requires_grad_(True)                    # keep the node in the graph
         return all_to_all(y, 3, 2, lengths, hs, group)
     shape = (first.shape[0], first.shape[1], hs[rank], first.shape[3])
     stream = itertools.chain([first], pieces)
@@ -296,6 +303,8 @@ class ContextParallelSGConv(SGConv):
         channels = slice(h0, h0 + hs[rank])
         cdtype, device = _compute_dtype(u.dtype), u.device
         arrays = self._arrays(cdtype, device)
+        needs_grad = torch.is_grad_enabled() and (
+            u.requires_grad or any(p.requires_grad for p in self.parameters()))
         with _no_autocast(device):
             plan = _ops.layer_plan(bk, self.config, L, self.block_size)
             build = lambda: _ops.spectrum(bk, self.config, arrays, plan, channels)  # noqa: E731
@@ -308,7 +317,7 @@ class ContextParallelSGConv(SGConv):
             out = _context_layer(
                 bk, self.config, k_f, arrays["out_weight"], arrays["out_bias"], x.to(cdtype),
                 plan, to_channels=lambda v: all_to_all(v, 1, 2, hs, lengths, self.group),
-                to_time=lambda pieces: _to_time(pieces, lengths, hs, self.group),
+                to_time=lambda pieces: _to_time(pieces, lengths, hs, self.group, needs_grad),
                 dropout=self.dropout_rate if self.training else 0.0,
                 channel_chunk=self.channel_chunk)                  # (B, H, L_p)
         out = out.to(u.dtype)
