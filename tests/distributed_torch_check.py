@@ -19,6 +19,7 @@ Cases:
   single-process training on the same global batch: gradients after one step and weights
   after three SGD steps.  float64; tolerance below.
 - ``errors``: ranks with different batch sizes get the same clear error on every rank;
+  sync_gradients(average=True) gives the mean of the ranks' gradients;
   a collective one rank never joins raises on the other after the group's timeout.
 - ``fail``: rank 1 raises; used to check that the parent exits non-zero, quickly.
 
@@ -147,6 +148,14 @@ def run_context(rank: int, P: int) -> None:
             other["u"] = u_single.grad if transposed else u_single.grad.transpose(1, 2)
             check_grads(cp, u_t, g_t, du_t, "float32", what, mixing=True, other=other)
             print(f"PASS context {what}", flush=True)
+    # dropout in training: each rank masks its own slice with its own generator (there is no
+    # single-device twin to match): the output moves away from evaluation's and stays finite
+    cp = ContextParallelSGConv(4, 64, dropout=0.5)
+    u_mine = torch.randn(2, 4, 40, generator=torch.Generator().manual_seed(rank))
+    y_drop = cp(u_mine)
+    cp.eval()
+    y_eval = cp(u_mine)
+    assert torch.isfinite(y_drop).all() and not torch.allclose(y_drop, y_eval), "dropout"
 
 
 # --- data parallel -----------------------------------------------------------------------
@@ -267,7 +276,7 @@ def run_data(rank: int, P: int) -> None:
 # --- errors ------------------------------------------------------------------------------
 
 def run_errors(rank: int, P: int) -> None:
-    from sgconv.torch.distributed import ContextParallelSGConv
+    from sgconv.torch.distributed import ContextParallelSGConv, sync_gradients
 
     cp = ContextParallelSGConv(3, 32)
     u = torch.randn(1 + rank, 3, 10)                        # batch sizes differ by rank
@@ -277,6 +286,14 @@ def run_errors(rank: int, P: int) -> None:
         assert "different batch sizes" in str(exc), exc
     else:
         raise AssertionError("ranks with different batch sizes were not refused")
+    # sync_gradients(average=True): the mean of the ranks' gradients
+    cp(torch.randn(1, 3, 10 + rank)).pow(2).sum().backward()
+    local = {n: p.grad.clone() for n, p in cp.named_parameters()}
+    sync_gradients(cp, average=True)
+    for n, p in cp.named_parameters():
+        total = local[n].clone()
+        dist.all_reduce(total)
+        assert torch.equal(p.grad, total / P), f"average of d {n}"
     # a collective that one rank never joins: the other's wait ends in an error
     group = dist.new_group(timeout=datetime.timedelta(seconds=3))
     if rank == 0:
@@ -290,8 +307,8 @@ def run_errors(rank: int, P: int) -> None:
             raise AssertionError("a collective without its partner did not raise")
     dist.barrier()                                          # on the default group
     if rank == 0:
-        print("PASS errors: batch sizes refused on every rank; a lone collective timed out",
-              flush=True)
+        print("PASS errors: batch sizes refused on every rank; gradients averaged; a lone "
+              "collective timed out", flush=True)
 
 
 def run_fail(rank: int, P: int) -> None:

@@ -185,9 +185,8 @@ def sync_gradients(module: torch.nn.Module, group=None, *, average: bool = False
     Under context parallelism each rank's gradient of a replicated parameter is that of its
     own part of the loss: the kernel's gradient holds its channels, the mixing's its time
     slice.  Summed over the ranks they are the gradient of the sum of the ranks' losses, as
-    one device would compute it on the whole sequence.  (``DistributedDataParallel`` over a
-    separate process group of the same ranks does the same with averaging.)  Parameters
-    without a gradient count as zero.  Call it on every rank after backward.
+    one device would compute it on the whole sequence.  Parameters without a gradient count
+    as zero.  Call it on every rank after backward.
     """
     _group_size_rank(group)
     params = [p for p in module.parameters() if p.requires_grad]
