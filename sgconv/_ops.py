@@ -436,28 +436,47 @@ def layer(bk, config: SGConvConfig, source, u, *, dropout: float = 0.0, rng=None
     if h is None:
         y = conv_with_spectrum(bk, u, spectrum_of(slice(None)), plan)  # (B, C, H, L)
         return mix(bk, y, out_weight, out_bias, dropout, rng)      # (B, H, L)
-    C = config.channels
-    W = out_weight.reshape(H, C, H)                                # (H, C, H): [o, c, h]
     out = None
     for i, h0 in enumerate(range(0, H, h)):
         sl = slice(h0, min(h0 + h, H))
         y = conv_with_spectrum(bk, u[:, sl], spectrum_of(sl), plan)  # (B, C, h, L)
-        z = bk.gelu(y.reshape(B, -1, L))                           # (B, C*h, L)
-        if dropout > 0.0:
-            z = bk.dropout(z, dropout, bk.fold_rng(rng, i))
-        W_part = W[:, :, sl].reshape(H, -1)                        # (H, C*h)
-        out = bk.linear_channels(z, W_part, out_bias, out=out)    # (B, H, L), accumulated
+        out = _mix_part(bk, y, out_weight, out_bias, sl, dropout, rng, i, out)
     return out
+
+
+def _mix_part(bk, y, out_weight, out_bias, sl: slice, dropout: float, rng, i: int, out):
+    """out += W[:, (c, sl)] @ dropout(GELU(y)) for channel chunk ``sl`` (the i-th), y (B, C, h, L);
+    out None starts the (B, H, L) buffer with the bias.  Dropout draws chunk i's stream."""
+    B, C, h, L = y.shape
+    H = out_weight.shape[0]
+    z = bk.gelu(y.reshape(B, C * h, L))                            # (B, C*h, L)
+    if dropout > 0.0:
+        z = bk.dropout(z, dropout, bk.fold_rng(rng, i))
+    W_part = out_weight.reshape(H, C, H)[:, :, sl].reshape(H, C * h)  # (H, C*h)
+    return bk.linear_channels(z, W_part, out_bias, out=out)       # (B, H, L), accumulated
 
 
 def _itemsize(bk, x) -> int:
     return 8 if bk.dtype_name(x) == "float64" else 4
 
 
-def mix(bk, y, out_weight, out_bias, dropout: float = 0.0, rng=None):
-    """(B, C, H, L) -> reshape (B, C*H, L) -> GELU -> dropout -> W @ . + b -> (B, H, L)."""
+def mix(bk, y, out_weight, out_bias, dropout: float = 0.0, rng=None, channel_chunk=None):
+    """(B, C, H, L) -> reshape (B, C*H, L) -> GELU -> dropout -> W @ . + b -> (B, H, L).
+
+    channel_chunk: GELU and mix that many of the H channels at a time, accumulating into
+    one output (the GELU buffer is then a chunk's, not the whole (B, C*H, L)); the numbers
+    are the same, dropout masks aside (each chunk draws from its own stream).
+    """
     B, C, H, L = y.shape
-    z = bk.gelu(y.reshape(B, C * H, L))                            # (B, C*H, L)
+    if channel_chunk is None or channel_chunk >= H:
+        z = bk.gelu(y.reshape(B, C * H, L))                        # (B, C*H, L)
+        if dropout > 0.0:
+            z = bk.dropout(z, dropout, rng)
+        return bk.linear_channels(z, out_weight, out_bias)         # (B, H, L)
     if dropout > 0.0:
-        z = bk.dropout(z, dropout, rng)
-    return bk.linear_channels(z, out_weight, out_bias)             # (B, H, L)
+        rng = bk.dropout_rng(rng, like=y)                          # one stream for all chunks
+    out = None
+    for i, h0 in enumerate(range(0, H, channel_chunk)):
+        sl = slice(h0, min(h0 + channel_chunk, H))
+        out = _mix_part(bk, y[:, :, sl], out_weight, out_bias, sl, dropout, rng, i, out)
+    return out                                                     # (B, H, L)

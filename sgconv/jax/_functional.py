@@ -246,18 +246,11 @@ def apply(params: Params | Prepared, u, *, transposed: bool = True, dropout: flo
     prepared = isinstance(params, Prepared)
     if not prepared:
         params = as_jax_params(params)
-    transposed = _checks.check_bool("transposed", transposed)
-    deterministic = _checks.check_bool("deterministic", deterministic)
-    rate = _checks.check_rate(dropout)
-    block_size = _checks.check_block_size(block_size)
-    channel_chunk = _checks.check_channel_chunk(channel_chunk)
+    transposed, rate, key, block_size, channel_chunk = check_options(
+        transposed, dropout, key, deterministic, block_size, channel_chunk)
     u = _checks.check_input(_BK, u, params.config.d_model, transposed, unbatched=True)
     if prepared:
         check_prepared(_BK, params, u, transposed, block_size)
-    if rate > 0.0 and not deterministic:
-        key = _BK.prng_key(key)               # missing key -> ValueError naming the fix
-    else:
-        rate, key = 0.0, None                 # evaluation: the key is not used
     # the chunk is chosen here, outside jit, so that the memory budget in force is read
     B = 1 if u.ndim == 2 else u.shape[0]
     L = u.shape[-1] if transposed else u.shape[-2]
@@ -265,6 +258,21 @@ def apply(params: Params | Prepared, u, *, transposed: bool = True, dropout: flo
     itemsize = 8 if _ops.compute_dtype(_BK.dtype_name(u)) == "float64" else 4
     chunk = _ops.choose_channel_chunk(params.config, B, plan, itemsize, channel_chunk)
     return _apply_jit(params, u, key, transposed, rate, block_size, chunk or 0)
+
+
+def check_options(transposed, dropout, key, deterministic, block_size, channel_chunk):
+    """The layer call's options, checked: (transposed, rate, key, block_size, channel_chunk),
+    with the rate and key cleared when dropout is off (evaluation: the key is not used)."""
+    transposed = _checks.check_bool("transposed", transposed)
+    deterministic = _checks.check_bool("deterministic", deterministic)
+    rate = _checks.check_rate(dropout)
+    block_size = _checks.check_block_size(block_size)
+    channel_chunk = _checks.check_channel_chunk(channel_chunk)
+    if rate > 0.0 and not deterministic:
+        key = _BK.prng_key(key)               # missing key -> ValueError naming the fix
+    else:
+        rate, key = 0.0, None
+    return transposed, rate, key, block_size, channel_chunk
 
 
 def _in_layout(u, transposed: bool, cdtype: str):

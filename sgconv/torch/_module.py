@@ -301,29 +301,37 @@ class SGConv(nn.Module):
 
     def _prepared(self, arrays, L: int, cdtype, device):
         """The core's Prepared layer (kernel spectrum) from the cache, or made and stored;
-        None when caching is off.
+        None when caching is off (see :meth:`_cached`)."""
+        return self._cached((L, cdtype, device, self.block_size),
+                            lambda: _ops.prepare(_bk(), self.config, arrays, L, self.block_size))
+
+    def _cached(self, what: tuple, build):
+        """``build()`` (computed without autograd) from the one-entry cache when ``what`` and
+        the kernel's tensors are unchanged; None when caching is off.
 
         Caching is off under torch.compile and whenever autograd needs the kernel's
-        gradient.  The cache holds C * H * (n//2+1) complex numbers (about two length-L
-        inputs of batch 1), built a chunk of channels at a time.  The key holds every tensor the spectrum depends on by (storage address,
-        version counter): in-place updates (optimiser steps, load_state_dict) bump the
-        version, replaced tensors change the address, and the cache keeps the old tensors
-        alive so that an address cannot be reused while it is stored.
+        gradient.  The key holds ``what`` and every tensor the spectrum depends on by
+        (storage address, version counter): in-place updates (optimiser steps,
+        load_state_dict) bump the version, replaced tensors change the address, and the
+        cache keeps the old tensors alive so that an address cannot be reused while it is
+        stored.  The layer's spectrum holds C * H * (n//2+1) complex numbers (about two
+        length-L inputs of batch 1), built a chunk of channels at a time.
         """
         if torch.compiler.is_compiling():
             return None
         tensors = self._kernel_tensors()
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return None
-        key = (L, cdtype, device, self.block_size, torch.is_inference_mode_enabled(),
+        key = (what, torch.is_inference_mode_enabled(),
                tuple((t.data_ptr(), t._version) for t in tensors))
         cache = self._spectrum_cache
         if cache is not None and cache[0] == key:
             return cache[1]
+        self._spectrum_cache = None           # free the stale entry before building anew
         with torch.no_grad():
-            prepared = _ops.prepare(_bk(), self.config, arrays, L, self.block_size)
-        self._spectrum_cache = (key, prepared, tuple(t.detach() for t in tensors))
-        return prepared
+            value = build()
+        self._spectrum_cache = (key, value, tuple(t.detach() for t in tensors))
+        return value
 
     def forward(self, u: torch.Tensor, return_kernel: bool = False):
         """The layer on u (B, H, L) (or (B, L, H) when not ``transposed``), same layout out.
