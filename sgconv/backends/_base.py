@@ -224,6 +224,18 @@ class Backend:
     def flip_last(self, x):
         return x[..., ::-1]
 
+    def set_rows(self, x, index, value):
+        """x with x[index] = value along the first axis (index: an int, a 0-d or 1-d int
+        array); in place where the framework allows it, so a step of the decoder does not
+        copy its input history.  Returns the result (JAX: a new array)."""
+        x[index] = value
+        return x
+
+    def float64_supported(self) -> bool:
+        """Whether this backend can compute in float64 here (the decoder keeps float32
+        layers' running sums in float64 when it can)."""
+        return True
+
     def sqrt(self, x):
         return self.xp.sqrt(x)
 
