@@ -33,7 +33,7 @@ layers, and float32 on JAX without 64-bit mode.  Either way the state carries no
 that grows with t.
 
 Layout.  Time-major: the input history is a ring buffer (R, B, H), R = span + 1 (slot
-n % R holds u[n]), and the run sums are (P, B, H).  A step gathers the P + 1 rows it
+n % R holds u[n]), and the run sums are (2, P, B, H) ([S; M]).  A step gathers the P + 1 rows it
 needs (each a contiguous (B, H) block, so the gather streams through memory even when
 the history is gigabytes) and updates all P runs with a handful of vectorised
 operations: no Python loop over runs.
@@ -58,8 +58,8 @@ from ._config import SGConvConfig
 from .backends._base import array_framework, register_structure
 
 __all__ = ["Runs", "runs", "Decoder", "DecodeState", "accumulation", "make_decoder",
-           "empty_state", "prefill_state", "prefill", "step", "state_nbytes",
-           "check_decodable"]
+           "empty_state", "prefill_state", "prefill", "step", "check_decodable", "check_state",
+           "check_step_input"]
 
 
 # --- 1. The run decomposition of the kernel -----------------------------------------------
@@ -90,6 +90,13 @@ class Runs(NamedTuple):
     def count(self) -> int:
         """P, the number of runs."""
         return int(self.starts.shape[0])
+
+    @property
+    def taps(self) -> int:
+        """How many leading runs have length 1 (scales 0 and 1, and scale 2's first sample):
+        single taps, whose window sum is the input itself, so they need no running sums."""
+        longer = np.flatnonzero(self.lengths != 1)
+        return int(longer[0]) if longer.size else self.count
 
     @property
     def ends(self) -> np.ndarray:
@@ -219,13 +226,18 @@ class Decoder:
     Leaves (arrays of one backend):
         arrays: the layer's parameters (``ARRAY_NAMES``) in the compute dtype, for the
             prefill's FFT layer, D and the mixing linear.
-        alpha, beta: (P, C, H) run coefficients k[a_p + r] = alpha_p + beta_p r, in the
-            accumulator dtype (None for learnable decay).
+        tap_coef: (T, C, H) the kernel at the T = ``taps`` leading lags, which are runs of
+            length 1 (their window sum is the input itself), D folded into lag 0.
+        coef: (2, P - T, C, H) the coefficients [alpha; beta] of the longer runs,
+            k[a_p + r] = alpha_p + beta_p r.  Both in the accumulator dtype, None for
+            learnable decay.
         kernel: (span, C, H) the cached kernel, lag-major (learnable decay only; else None).
         lags: (P + 1,) int, the lags a_0 = 0, a_1, ..., a_P = span where inputs enter
             (and leave) the runs.
-        lengths: (P, 1, 1) the run lengths l_p, in the accumulator dtype.
-    Static: config, span (lags covered: K), accumulate (dtype name), compensated (bool).
+        lengths: (P - T, 1, 1) the longer runs' lengths l_p, in the compute dtype (powers
+            of two, so l_p u is exact in it).
+    Static: config, span (lags covered: K), accumulate (dtype name), compensated (bool),
+    taps (T).
     Made by :func:`make_decoder`; a pytree under JAX.
     """
 
@@ -233,12 +245,27 @@ class Decoder:
     span: int
     accumulate: str
     compensated: bool
+    taps: int
     arrays: Any
-    alpha: Any
-    beta: Any
+    tap_coef: Any
+    coef: Any
     kernel: Any
     lags: Any
     lengths: Any
+
+    @property
+    def alpha(self):
+        """(P, C, H) every run's value at r = 0 (D included in alpha_0), or None."""
+        if self.coef is None:
+            return None
+        return _concat0(self.tap_coef, self.coef[0])
+
+    @property
+    def beta(self):
+        """(P, C, H) every run's slope (0 for the single taps), or None."""
+        if self.coef is None:
+            return None
+        return _concat0(self.tap_coef * 0, self.coef[1])
 
     @property
     def runs(self) -> Runs | None:
@@ -251,15 +278,24 @@ class Decoder:
         return self.arrays["out_weight"].dtype
 
 
-register_structure(Decoder, data=("arrays", "alpha", "beta", "kernel", "lags", "lengths"),
-                   static=("config", "span", "accumulate", "compensated"))
+register_structure(Decoder, data=("arrays", "tap_coef", "coef", "kernel", "lags", "lengths"),
+                   static=("config", "span", "accumulate", "compensated", "taps"))
+
+
+def _concat0(a, b):
+    """a and b joined along the first axis, with the framework they belong to."""
+    from ._switch import backend
+    return backend(array_framework(a) or "numpy").concat([a, b], axis=0)
 
 
 def _run_coefficients(bk, config: SGConvConfig, arrays, geometry: Runs):
-    """alpha, beta (P, C, H): k[a_p + r] = alpha_p + beta_p r on run p (causal rows).
+    """k[a_p + r] = alpha_p + beta_p r on run p (causal rows), D folded into alpha_0 (run 0
+    is lag 0 alone: scale 0 is never stretched), as (alpha of the T leading single taps
+    (T, C, H), [alpha; beta] of the other runs (2, P - T, C, H)).
 
     Per scale i, with the factor g = m^(N-1-i) / Z:  alpha = g (w[lo] + (w[hi] - w[lo]) f0),
     beta = g (w[hi] - w[lo]) slope, gathered from the sub-kernel at the runs' indices.
+    Built lag-major and concatenated, so the result is contiguous (the step streams it).
     """
     N, C = config.num_scales, config.channels
     alphas, betas = [], []
@@ -274,12 +310,13 @@ def _run_coefficients(bk, config: SGConvConfig, arrays, geometry: Runs):
         f0 = bk.asarray(geometry.frac0[sel], dtype=dtype, like=w)
         slope = bk.asarray(geometry.slope[sel], dtype=dtype, like=w)
         g = (arrays["multiplier"] ** (N - 1 - i))[:, None]          # (H, 1)
-        alphas.append((w_lo + diff * f0) * g)
-        betas.append(diff * slope * g)
-    Z = bk.stop_gradient(arrays["kernel_norm"][:C])[..., None]     # (C, H, 1)
-    alpha = bk.concat(alphas, axis=-1) / Z                          # (C, H, P)
-    beta = bk.concat(betas, axis=-1) / Z
-    return bk.xp.moveaxis(alpha, -1, 0), bk.xp.moveaxis(beta, -1, 0)  # (P, C, H)
+        alphas.append(bk.xp.moveaxis((w_lo + diff * f0) * g, -1, 0))  # (P_i, C, H)
+        betas.append(bk.xp.moveaxis(diff * slope * g, -1, 0))
+    Z = bk.stop_gradient(arrays["kernel_norm"][:C])                 # (C, H)
+    alpha = _fold_skip(bk, bk.concat(alphas, axis=0) / Z, arrays["D"])   # (P, C, H)
+    beta = bk.concat(betas, axis=0) / Z                             # (P, C, H)
+    T = geometry.taps
+    return alpha[:T], bk.concat([alpha[T:][None], beta[T:][None]], axis=0)  # (T,..) (2,P-T,..)
 
 
 def _cast_arrays(bk, arrays, dtype: str) -> dict:
@@ -317,14 +354,16 @@ def make_decoder(bk, config: SGConvConfig, arrays) -> Decoder:
                         wide["decay"], length=span, pad=False)[:config.channels]
         k = _fold_skip(bk, bk.xp.moveaxis(k, -1, 0), wide["D"])     # (span, C, H)
         lags = bk.asarray(np.arange(span, dtype=np.int64), like=like)
-        return Decoder(config, span, acc, compensated, arrays, None, None, k, lags, None)
+        return Decoder(config, span, acc, compensated, 0, arrays, None, None, k, lags, None)
     geometry = runs(config, span)
-    alpha, beta = _run_coefficients(bk, config, wide, geometry)
-    alpha = _fold_skip(bk, alpha, wide["D"])                        # run 0 is lag 0 alone
+    tap_coef, coef = _run_coefficients(bk, config, wide, geometry)  # (T, C, H), (2, P-T, C, H)
     lags = bk.asarray(np.concatenate([geometry.starts, [span]]).astype(np.int64), like=like)
-    lengths = bk.asarray(geometry.lengths.astype(np.float64)[:, None, None], dtype=acc,
-                         like=like)                                 # (P, 1, 1)
-    return Decoder(config, span, acc, compensated, arrays, alpha, beta, None, lags, lengths)
+    if np.any(geometry.lengths & (geometry.lengths - 1)):
+        raise AssertionError("run lengths must be powers of two (1, s/2, s) for exact l u")
+    lengths = bk.asarray(geometry.lengths[geometry.taps:].astype(np.float64)[:, None, None],
+                         dtype=dtype, like=like)                    # (P - T, 1, 1)
+    return Decoder(config, span, acc, compensated, geometry.taps, arrays, tap_coef, coef, None,
+                   lags, lengths)
 
 
 # --- 3. The state -------------------------------------------------------------------------------
@@ -335,24 +374,28 @@ class DecodeState:
 
     history: (R, B, H) the last R - 1 = span inputs in a ring (slot n % R holds u[n]),
         in the compute dtype; slots not yet written are zero (the inputs before t = 0).
-    sums, moments: (P, B, H) S_p and M_p of each run (None for learnable decay), in the
-        accumulator dtype; with compensated sums, the high words.
-    sums_lo, moments_lo: (P, B, H) the low words of compensated sums, else None.
+    sums: (2, P - T, B, H) [S; M], S_p and M_p of each run longer than one tap (None for
+        learnable decay), in the accumulator dtype; with compensated sums, the high words.
+    sums_lo: (2, P - T, B, H) the low words of compensated sums, else None.
     position: () int, how many inputs the streams have consumed (all advance together).
     A pytree under JAX.
     """
 
     history: Any
     sums: Any
-    moments: Any
     sums_lo: Any
-    moments_lo: Any
     position: Any
 
     @property
     def batch(self) -> int:
         """B, the number of streams."""
         return int(self.history.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        """The memory its arrays take, in bytes."""
+        return sum(int(np.prod(x.shape)) * _itemsize(x) for x in dataclasses.astuple(self)
+                   if x is not None)
 
     def to(self, device) -> "DecodeState":
         """The same state on another device, for torch tensors: ``state.to("cuda")`` (dtypes
@@ -367,17 +410,11 @@ class DecodeState:
         return DecodeState(*(None if x is None else fn(x) for x in dataclasses.astuple(self)))
 
 
-register_structure(DecodeState, data=("history", "sums", "moments", "sums_lo", "moments_lo",
-                                      "position"), static=())
+register_structure(DecodeState, data=("history", "sums", "sums_lo", "position"), static=())
 
 
-def state_nbytes(state: DecodeState) -> int:
-    """The memory the state's arrays take, in bytes."""
-    total = 0
-    for x in dataclasses.astuple(state):
-        if x is not None:
-            total += int(np.prod(x.shape)) * np.dtype(str(x.dtype).removeprefix("torch.")).itemsize
-    return total
+def _itemsize(x) -> int:
+    return np.dtype(str(x.dtype).removeprefix("torch.")).itemsize
 
 
 def _position(bk, n: int, like):
@@ -390,11 +427,11 @@ def empty_state(bk, dec: Decoder, batch: int) -> DecodeState:
     H = dec.config.d_model
     history = bk.zeros((dec.span + 1, batch, H), bk.dtype_name(like), like=like)
     if dec.kernel is not None:
-        return DecodeState(history, None, None, None, None, _position(bk, 0, like))
-    P = dec.alpha.shape[0]
-    zero = lambda: bk.zeros((P, batch, H), dec.accumulate, like=like)  # noqa: E731
-    lo = (zero(), zero()) if dec.compensated else (None, None)
-    return DecodeState(history, zero(), zero(), *lo, _position(bk, 0, like))
+        return DecodeState(history, None, None, _position(bk, 0, like))
+    P = dec.coef.shape[1]                                           # runs past the taps
+    zero = lambda: bk.zeros((2, P, batch, H), dec.accumulate, like=like)  # noqa: E731
+    return DecodeState(history, zero(), zero() if dec.compensated else None,
+                       _position(bk, 0, like))
 
 
 # --- 4. Compensated (double-word) arithmetic ------------------------------------------------------
@@ -420,13 +457,19 @@ def _add_pair(a_hi, a_lo, b_hi, b_lo):
 
 # --- 5. Prefill: the prompt's outputs by FFT, and the state after it -------------------------
 
+def _state_blocks(geometry: Runs) -> list:
+    """(first lag, length, count) of the blocks of equal-length runs past the single taps."""
+    return [(start, l, count) for first, start, l, count in geometry.blocks()
+            if first >= geometry.taps]
+
+
 def _window_sums_wide(bk, v, dec: Decoder, geometry: Runs):
-    """S, M (P, B, H) from the reversed history v (span, B, H) (v[a] = u[t - a]), by blocks
+    """[S; M] (2, P - T, B, H) from the reversed history v (span, B, H) (v[a] = u[t - a]), by blocks
     of equal-length runs: each block is (count, l) windows, summed with a matrix product
     against ones and against r = 0 .. l-1 in the accumulator dtype."""
     S, M = [], []
     B, H = v.shape[1], v.shape[2]
-    for _, start, l, count in geometry.blocks():
+    for start, l, count in _state_blocks(geometry):
         seg = bk.cast(v[start:start + l * count], dec.accumulate)   # (count*l, B, H)
         seg = seg.reshape(count, l, B * H)
         weights = bk.asarray(np.stack([np.ones(l), np.arange(l, dtype=np.float64)])[None],
@@ -434,11 +477,13 @@ def _window_sums_wide(bk, v, dec: Decoder, geometry: Runs):
         both = weights @ seg                                        # (count, 2, B*H)
         S.append(both[:, 0].reshape(count, B, H))
         M.append(both[:, 1].reshape(count, B, H))
-    return bk.concat(S, axis=0), bk.concat(M, axis=0)
+    if not S:                                                       # single taps only
+        return bk.zeros((2, 0, B, H), dec.accumulate, like=v)
+    return bk.concat([bk.concat(S, axis=0)[None], bk.concat(M, axis=0)[None]], axis=0)
 
 
 def _window_sums_compensated(bk, v, geometry: Runs):
-    """S, M (P, B, H) as double words (hi, lo) from v (span, B, H), in v's dtype.
+    """[S; M] (2, P - T, B, H) as double words (hi, lo) from v (span, B, H), in v's dtype.
 
     Each block's windows are summed as a pairwise tree: two neighbouring halves of h
     lags each combine as S = S_a + S_b, M = M_a + M_b + h S_b (the second half's lags
@@ -447,7 +492,7 @@ def _window_sums_compensated(bk, v, geometry: Runs):
     """
     out = [[], [], [], []]
     B, H = v.shape[1], v.shape[2]
-    for _, start, l, count in geometry.blocks():
+    for start, l, count in _state_blocks(geometry):
         seg = v[start:start + l * count].reshape(count, l, B, H)
         width = 1 << (l - 1).bit_length()
         if width > l:
@@ -464,7 +509,11 @@ def _window_sums_compensated(bk, v, geometry: Runs):
             h *= 2
         for acc, x in zip(out, (s_hi, s_lo, m_hi, m_lo)):
             acc.append(x[:, 0])                                     # (count, B, H)
-    return tuple(bk.concat(x, axis=0) for x in out)
+    if not out[0]:                                                  # single taps only
+        zero = bk.zeros((2, 0, B, H), bk.dtype_name(v), like=v)
+        return zero, zero
+    s_hi, s_lo, m_hi, m_lo = (bk.concat(x, axis=0)[None] for x in out)
+    return bk.concat([s_hi, m_hi], axis=0), bk.concat([s_lo, m_lo], axis=0)
 
 
 def prefill_state(bk, dec: Decoder, u) -> DecodeState:
@@ -483,15 +532,13 @@ def prefill_state(bk, dec: Decoder, u) -> DecodeState:
     history = bk.set_rows(history, slots, rows)                     # (R, B, H)
     position = _position(bk, T, u)
     if dec.kernel is not None:
-        return DecodeState(history, None, None, None, None, position)
+        return DecodeState(history, None, None, position)
     reversed_ = bk.pad_last(bk.flip_last(recent), 0, span - m)      # (B, H, span)
     v = bk.xp.moveaxis(reversed_, -1, 0)                            # (span, B, H): lag-major
     geometry = runs(dec.config, span)
     if dec.compensated:
-        s_hi, s_lo, m_hi, m_lo = _window_sums_compensated(bk, v, geometry)
-        return DecodeState(history, s_hi, m_hi, s_lo, m_lo, position)
-    S, M = _window_sums_wide(bk, v, dec, geometry)
-    return DecodeState(history, S, M, None, None, position)
+        return DecodeState(history, *_window_sums_compensated(bk, v, geometry), position)
+    return DecodeState(history, _window_sums_wide(bk, v, dec, geometry), None, position)
 
 
 def prefill(bk, dec: Decoder, u, source=None):
@@ -506,52 +553,57 @@ def prefill(bk, dec: Decoder, u, source=None):
 
 # --- 6. One step ---------------------------------------------------------------------------------
 
-def _contract(bk, coef, x):
-    """sum_p coef[p, c, h] x[p, b, h] -> (B, C, H)."""
-    if coef.shape[1] == 1:
-        return (coef * x).sum(0)[:, None]                           # C = 1: (B, 1, H)
-    return bk.xp.einsum("pch,pbh->bch", coef, x)
-
-
 def step(bk, dec: Decoder, state: DecodeState, u_t):
     """(y_t (B, H), next state): the layer's output for the next input u_t (B, H).
 
     y_t equals column t of the layer applied to the whole sequence so far (t = the
-    state's position).  u_t in the compute dtype.  On NumPy, PyTorch and CuPy the
-    state's history is updated in place (its other arrays are new); under JAX the
-    state is a new pytree (donate it under ``jit`` to update the history in place).
+    state's position).  u_t in the compute dtype.  Where arrays are mutable (NumPy,
+    PyTorch, CuPy) the state's history, and on NumPy and PyTorch its float64 run sums,
+    are updated in place: use the state returned, not the one passed.  Under JAX the
+    state is a new pytree (donate it under ``jit``, or scan, to update it in place).
+
+    Cost per token and channel: a gather of P + 1 history rows, O(P) updates and the
+    contraction with alpha, beta (P, C, H): O(P C), P = O(d log K).
     """
     n = state.position
     R = dec.span + 1
     history = bk.set_rows(state.history, n % R, u_t)                # u[n] joins the history
-    config = dec.config
     if dec.kernel is not None:
         # learnable decay: the exact dot product with the cached kernel, O(span) per token
-        window = history[(n - dec.lags) % R]                        # (span, B, H): u[n - a]
-        z = _contract(bk, dec.kernel, bk.cast(window, dec.accumulate))  # (B, C, H)
-        sums = (None,) * 4
+        window = bk.take_rows(history, (n - dec.lags) % R)         # (span, B, H): u[n - a]
+        z = bk.contract_rows(dec.kernel, bk.cast(window, dec.accumulate))   # (B, C, H)
+        return _output(bk, dec, z, u_t), DecodeState(history, None, None, n + 1)
     else:
-        # E[q] = u[n - a_q], q = 0..P: the input entering run q and leaving run q - 1.
-        E = bk.cast(history[(n - dec.lags) % R], dec.accumulate)   # (P + 1, B, H)
-        enter, leave = E[:-1], E[1:]                                # (P, B, H)
-        S, M = state.sums, state.moments
+        # rows[q] = u[n - a_q], q = 0..P: the input entering run q and leaving run q - 1
+        rows = bk.take_rows(history, (n - dec.lags) % R)           # (P + 1, B, H)
+        T = dec.taps                                                # single taps: S_p = u
+        z = bk.contract_rows(dec.tap_coef, bk.cast(rows[:T], dec.accumulate))  # (B, C, H)
+        rows = rows[T:]                                             # (P - T + 1, B, H)
         if dec.compensated:
             # double words: every input is added exactly; l_p u is exact (l_p a power of 2)
-            m_hi, m_lo = _add_pair(M, state.moments_lo, S, state.sums_lo)
+            enter, leave = rows[:-1], rows[1:]
+            (S, M), (S_lo, M_lo) = state.sums, state.sums_lo
+            m_hi, m_lo = _add_pair(M, M_lo, S, S_lo)                # uses S before the step
             m_hi, m_lo = _add(m_hi, m_lo, -(dec.lengths * leave))
-            s_hi, s_lo = _add(*_add(S, state.sums_lo, enter), -leave)
-            sums = (s_hi, m_hi, s_lo, m_lo)
-            S_now, M_now = s_hi + s_lo, m_hi + m_lo
+            s_hi, s_lo = _add(*_add(S, S_lo, enter), -leave)
+            hi = bk.concat([s_hi[None], m_hi[None]], axis=0)        # (2, P - T, B, H)
+            lo = bk.concat([s_lo[None], m_lo[None]], axis=0)
+            sums, now = (hi, lo), hi + lo
         else:
-            M_now = M + S - dec.lengths * leave                     # uses S before the step
-            S_now = S + (enter - leave)
-            sums = (S_now, M_now, None, None)
-        z = _contract(bk, dec.alpha, S_now) + _contract(bk, dec.beta, M_now)  # (B, C, H)
-    z = bk.cast(z, bk.dtype_name(u_t))                              # (B, C, H), D u included
-    B = u_t.shape[0]
-    y = bk.gelu(z.reshape(B, config.channels * config.d_model, 1))  # (B, C*H, 1)
-    y = bk.linear_channels(y, dec.arrays["out_weight"], dec.arrays["out_bias"])[..., 0]
-    return y, DecodeState(history, *sums, n + 1)                   # (B, H)
+            now = bk.update_runs(state.sums, rows, dec.lengths)    # (2, P - T, B, H)
+            sums = (now, None)
+        P2 = 2 * dec.coef.shape[1]
+        z = z + bk.contract_rows(dec.coef.reshape((P2,) + tuple(dec.coef.shape[2:])),
+                                 now.reshape((P2,) + tuple(now.shape[2:])))  # (B, C, H)
+    return _output(bk, dec, z, u_t), DecodeState(history, *sums, n + 1)
+
+
+def _output(bk, dec: Decoder, z, u_t):
+    """z (B, C, H) (D u included) -> GELU -> mixing linear -> y_t (B, H), u_t's dtype."""
+    config = dec.config
+    z = bk.cast(z, bk.dtype_name(u_t))
+    y = bk.gelu(z.reshape(u_t.shape[0], config.channels * config.d_model, 1))  # (B, C*H, 1)
+    return bk.linear_channels(y, dec.arrays["out_weight"], dec.arrays["out_bias"])[..., 0]
 
 
 # --- 7. Argument checks shared by the front ends ------------------------------------------------

@@ -73,7 +73,7 @@ def decode_state(dec: Decoder, batch: int) -> DecodeState:
     """The state of ``batch`` streams before any input (t = 0), to decode without a prompt.
 
     Shapes: history (K + 1, B, H) in the compute dtype; run sums (P, B, H) (float64 for
-    a float32 layer).  :func:`sgconv._decode.state_nbytes` gives its memory.
+    a float32 layer); ``state.nbytes`` is its memory.
     """
     if not isinstance(dec, Decoder):
         raise TypeError(f"decode_state expects a Decoder (from sgconv.decoder(params)), got "
