@@ -55,7 +55,7 @@ import numpy as np
 from . import _ops
 from ._checks import check_float
 from ._config import SGConvConfig
-from .backends._base import array_framework, register_structure
+from .backends._base import Backend, array_framework, register_structure
 
 __all__ = ["Runs", "runs", "Decoder", "DecodeState", "accumulation", "make_decoder",
            "empty_state", "prefill_state", "prefill", "step", "check_decodable", "check_state",
@@ -102,18 +102,6 @@ class Runs(NamedTuple):
     def ends(self) -> np.ndarray:
         """(P,) the lag one past each run: starts + lengths (= the next run's start)."""
         return self.starts + self.lengths
-
-    def blocks(self) -> list:
-        """Consecutive runs of equal length, as (first run, first lag, length, count):
-        the prefill reshapes each block to (count, length) windows."""
-        out, p, P = [], 0, self.count
-        while p < P:
-            q = p
-            while q + 1 < P and self.lengths[q + 1] == self.lengths[p]:
-                q += 1
-            out.append((p, int(self.starts[p]), int(self.lengths[p]), q - p + 1))
-            p = q + 1
-        return out
 
 
 def _affine_pieces(frac: np.ndarray) -> list:
@@ -457,63 +445,89 @@ def _add_pair(a_hi, a_lo, b_hi, b_lo):
 
 # --- 5. Prefill: the prompt's outputs by FFT, and the state after it -------------------------
 
-def _state_blocks(geometry: Runs) -> list:
-    """(first lag, length, count) of the blocks of equal-length runs past the single taps."""
-    return [(start, l, count) for first, start, l, count in geometry.blocks()
-            if first >= geometry.taps]
+def _length_groups(geometry: Runs) -> tuple:
+    """The runs past the single taps, grouped by length: ([(length, lag index (count, l))],
+    order) where ``order`` puts the groups' concatenated results back in run order.
+
+    A run of length l = 2^k is either one of the d - 1 middle runs of scale k + 1 or a
+    half run of scale k + 2, so there are about N distinct lengths: the prefill does one
+    reduction per length, not per scale.
+    """
+    T, P = geometry.taps, geometry.count
+    lengths, starts = geometry.lengths[T:], geometry.starts[T:]
+    groups, members = [], []
+    for l in np.unique(lengths):
+        sel = np.flatnonzero(lengths == l)
+        groups.append((int(l), starts[sel][:, None] + np.arange(l)))   # (count, l) lags
+        members.append(sel)
+    order = np.argsort(np.concatenate(members)) if members else np.zeros(0, np.int64)
+    return groups, order
+
+
+def _windows(bk, v, lags):
+    """v's rows at ``lags`` (count, l): (count, l, B, H), the windows of one run length."""
+    count, l = lags.shape
+    rows = bk.take_rows(v, bk.asarray(lags.reshape(-1), like=v))   # (count*l, B, H)
+    return rows.reshape((count, l) + tuple(v.shape[1:]))
 
 
 def _window_sums_wide(bk, v, dec: Decoder, geometry: Runs):
-    """[S; M] (2, P - T, B, H) from the reversed history v (span, B, H) (v[a] = u[t - a]), by blocks
-    of equal-length runs: each block is (count, l) windows, summed with a matrix product
-    against ones and against r = 0 .. l-1 in the accumulator dtype."""
-    S, M = [], []
+    """[S; M] (2, P - T, B, H) from the reversed history v (span, B, H) (v[a] = u[t - a]): per
+    run length l, the (count, l) windows summed with a matrix product against ones and
+    against r = 0 .. l-1 in the accumulator dtype (exact for float32 inputs in float64)."""
+    groups, order = _length_groups(geometry)
     B, H = v.shape[1], v.shape[2]
-    for start, l, count in _state_blocks(geometry):
-        seg = bk.cast(v[start:start + l * count], dec.accumulate)   # (count*l, B, H)
-        seg = seg.reshape(count, l, B * H)
+    if not groups:                                                  # single taps only
+        return bk.zeros((2, 0, B, H), dec.accumulate, like=v)
+    parts = []
+    for l, lags in groups:
+        seg = bk.cast(_windows(bk, v, lags), dec.accumulate).reshape(lags.shape[0], l, B * H)
         weights = bk.asarray(np.stack([np.ones(l), np.arange(l, dtype=np.float64)])[None],
                              dtype=dec.accumulate, like=seg)        # (1, 2, l)
-        both = weights @ seg                                        # (count, 2, B*H)
-        S.append(both[:, 0].reshape(count, B, H))
-        M.append(both[:, 1].reshape(count, B, H))
-    if not S:                                                       # single taps only
-        return bk.zeros((2, 0, B, H), dec.accumulate, like=v)
-    return bk.concat([bk.concat(S, axis=0)[None], bk.concat(M, axis=0)[None]], axis=0)
+        parts.append(bk.xp.moveaxis(weights @ seg, 1, 0))           # (2, count, B*H)
+    sums = bk.concat(parts, axis=1)                                 # (2, P - T, B*H), grouped
+    order = bk.asarray(order, like=v)
+    sums = bk.concat([bk.take_rows(sums[0], order)[None], bk.take_rows(sums[1], order)[None]],
+                     axis=0)                                        # run order
+    return sums.reshape(2, -1, B, H)
 
 
 def _window_sums_compensated(bk, v, geometry: Runs):
     """[S; M] (2, P - T, B, H) as double words (hi, lo) from v (span, B, H), in v's dtype.
 
-    Each block's windows are summed as a pairwise tree: two neighbouring halves of h
-    lags each combine as S = S_a + S_b, M = M_a + M_b + h S_b (the second half's lags
-    are offset by h), with double-word additions; h is a power of two, so h S_b is exact.
-    A window whose length is not a power of two is padded with zeros at its far end.
+    S must be exact: its error would stay in the state and feed M at every step.  Per run
+    length l, the (count, l) windows are summed as a pairwise tree of double-word
+    additions (a window of length not a power of two is padded with zeros).  M's rounding
+    does not grow (no sum feeds it but S), so M is one plain weighted sum, low word zero.
     """
-    out = [[], [], [], []]
+    groups, order = _length_groups(geometry)
     B, H = v.shape[1], v.shape[2]
-    for start, l, count in _state_blocks(geometry):
-        seg = v[start:start + l * count].reshape(count, l, B, H)
+    dtype = bk.dtype_name(v)
+    if not groups:                                                  # single taps only
+        zero = bk.zeros((2, 0, B, H), dtype, like=v)
+        return zero, zero
+    s_parts, lo_parts, m_parts = [], [], []
+    for l, lags in groups:
+        seg = _windows(bk, v, lags)                                 # (count, l, B, H)
+        count = lags.shape[0]
+        r = bk.asarray(np.arange(l, dtype=np.float64)[None], dtype=dtype, like=v)  # (1, l)
+        m_parts.append((r @ seg.reshape(count, l, B * H)).reshape(count, B, H))
         width = 1 << (l - 1).bit_length()
         if width > l:
-            pad = bk.zeros((count, width - l, B, H), bk.dtype_name(v), like=v)
-            seg = bk.concat([seg, pad], axis=1)
-        zero = bk.zeros(seg.shape, bk.dtype_name(seg), like=seg)
-        s_hi, s_lo, m_hi, m_lo, h = seg, zero, zero, zero, 1
-        while s_hi.shape[1] > 1:
-            a, b = slice(0, None, 2), slice(1, None, 2)
-            shifted_hi, shifted_lo = s_hi[:, b] * h, s_lo[:, b] * h  # h S_b, exact
-            m_hi, m_lo = _add_pair(*_add_pair(m_hi[:, a], m_lo[:, a], m_hi[:, b], m_lo[:, b]),
-                                   shifted_hi, shifted_lo)
-            s_hi, s_lo = _add_pair(s_hi[:, a], s_lo[:, a], s_hi[:, b], s_lo[:, b])
-            h *= 2
-        for acc, x in zip(out, (s_hi, s_lo, m_hi, m_lo)):
-            acc.append(x[:, 0])                                     # (count, B, H)
-    if not out[0]:                                                  # single taps only
-        zero = bk.zeros((2, 0, B, H), bk.dtype_name(v), like=v)
-        return zero, zero
-    s_hi, s_lo, m_hi, m_lo = (bk.concat(x, axis=0)[None] for x in out)
-    return bk.concat([s_hi, m_hi], axis=0), bk.concat([s_lo, m_lo], axis=0)
+            seg = bk.concat([seg, bk.zeros((count, width - l, B, H), dtype, like=v)], axis=1)
+        hi, lo = seg, bk.zeros(seg.shape, dtype, like=v)
+        while hi.shape[1] > 1:
+            hi, lo = _add_pair(hi[:, 0::2], lo[:, 0::2], hi[:, 1::2], lo[:, 1::2])
+        s_parts.append(hi[:, 0])
+        lo_parts.append(lo[:, 0])
+    order = bk.asarray(order, like=v)
+
+    def ordered(parts):
+        return bk.take_rows(bk.concat(parts, axis=0), order)[None]  # (1, P - T, B, H)
+
+    zero = bk.zeros((1, len(order), B, H), dtype, like=v)
+    return (bk.concat([ordered(s_parts), ordered(m_parts)], axis=0),
+            bk.concat([ordered(lo_parts), zero], axis=0))
 
 
 def prefill_state(bk, dec: Decoder, u) -> DecodeState:
@@ -602,7 +616,9 @@ def _output(bk, dec: Decoder, z, u_t):
     """z (B, C, H) (D u included) -> GELU -> mixing linear -> y_t (B, H), u_t's dtype."""
     config = dec.config
     z = bk.cast(z, bk.dtype_name(u_t))
-    y = bk.gelu(z.reshape(u_t.shape[0], config.channels * config.d_model, 1))  # (B, C*H, 1)
+    # The exact GELU from erf, not a backend's fused kernel: torch's F.gelu on these few
+    # elements took 2-8 ms per call with 2 threads on a loaded 2-core machine (erf: 2 us).
+    y = Backend.gelu(bk, z.reshape(u_t.shape[0], config.channels * config.d_model, 1))
     return bk.linear_channels(y, dec.arrays["out_weight"], dec.arrays["out_bias"])[..., 0]
 
 
