@@ -42,6 +42,9 @@ class Case:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.bk = require_backend(backend)
+        if not hasattr(self, f"_setup_{backend}"):
+            raise NotImplementedError(f"no decoding benchmark case for backend {backend!r} "
+                                      f"(cases exist for numpy, torch and jax)")
         self.backend, self.method, self.L, self.B, self.H = backend, method, L, B, H
         self.config = sgconv.SGConvConfig(d_model=H, l_max=L)
         self.params = sgconv.init(self.config, seed=seed, dtype="float32", backend="numpy")

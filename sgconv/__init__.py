@@ -13,6 +13,12 @@ Quick start::
     y = sgconv.apply(params, np.random.randn(2, 64, 4096).astype("float32"))
 
 Backends: ``sgconv.use('torch')``, ``with sgconv.using('jax'): ...``.
+
+Step-by-step decoding of causal layers (O(d log L) per token)::
+
+    dec = sgconv.decoder(params)
+    y, state = sgconv.prefill(dec, prompt)           # (B, H, T)
+    y_t, state = sgconv.step(dec, state, u_t)        # (B, H) -> (B, H)
 """
 
 from . import interop

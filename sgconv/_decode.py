@@ -33,10 +33,10 @@ layers, and float32 on JAX without 64-bit mode.  Either way the state carries no
 that grows with t.
 
 Layout.  Time-major: the input history is a ring buffer (R, B, H), R = span + 1 (slot
-n % R holds u[n]), and the run sums are (2, P, B, H) ([S; M]).  A step gathers the P + 1 rows it
-needs (each a contiguous (B, H) block, so the gather streams through memory even when
-the history is gigabytes) and updates all P runs with a handful of vectorised
-operations: no Python loop over runs.
+n % R holds u[n]), and the run sums are (2, P - T, B, H), [S; M] (the T leading runs are
+single taps and need no sums).  A step gathers the P + 1 rows it needs (each a contiguous
+(B, H) block, so the gather streams through memory even when the history is gigabytes)
+and updates all runs with a handful of vectorised operations: no Python loop over runs.
 
 ``learnable`` decay multiplies the kernel by (t + 1)^(-decay), which is not piecewise
 affine: a decoder for it keeps the kernel (span, C, H) and takes an exact dot product
@@ -354,7 +354,7 @@ def make_decoder(bk, config: SGConvConfig, arrays) -> Decoder:
                    lags, lengths)
 
 
-# --- 3. The state -------------------------------------------------------------------------------
+# --- 3. The state ----------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class DecodeState:
@@ -422,7 +422,7 @@ def empty_state(bk, dec: Decoder, batch: int) -> DecodeState:
                        _position(bk, 0, like))
 
 
-# --- 4. Compensated (double-word) arithmetic ------------------------------------------------------
+# --- 4. Compensated (double-word) arithmetic -------------------------------------------------
 
 def _two_sum(a, b):
     """s + e = a + b exactly, s = fl(a + b) (Knuth's TwoSum; no branch, any magnitudes)."""
@@ -565,7 +565,7 @@ def prefill(bk, dec: Decoder, u, source=None):
     return y, prefill_state(bk, dec, u)
 
 
-# --- 6. One step ---------------------------------------------------------------------------------
+# --- 6. One step -----------------------------------------------------------------------------
 
 def step(bk, dec: Decoder, state: DecodeState, u_t):
     """(y_t (B, H), next state): the layer's output for the next input u_t (B, H).
@@ -622,7 +622,7 @@ def _output(bk, dec: Decoder, z, u_t):
     return bk.linear_channels(y, dec.arrays["out_weight"], dec.arrays["out_bias"])[..., 0]
 
 
-# --- 7. Argument checks shared by the front ends ------------------------------------------------
+# --- 7. Argument checks shared by the front ends ---------------------------------------------
 
 def check_state(bk, config: SGConvConfig, dtype: str, state) -> None:
     """TypeError/ValueError unless ``state`` is a DecodeState of a layer with this

@@ -101,6 +101,16 @@ class SGConv(nn.Module):
     ``inference_mode``, or frozen parameters), the kernel's spectrum is cached per
     (L, dtype, device) and rebuilt whenever a parameter changes (tensor version counters
     and storage), so repeated calls only transform the input.
+
+    A causal layer also decodes step by step (autoregressive generation)::
+
+        with torch.inference_mode():
+            y, state = layer.prefill(prompt)          # (B, H, T) by FFT, and the state after it
+            y_t, state = layer.step(u_t, state)       # (B, H) -> (B, H), O(d log L) per token
+
+    (:meth:`init_state` starts without a prompt).  A model of such layers steps each of
+    them in turn with its own state: norms, residual sums and pointwise MLPs act on one
+    time step as they do on a sequence.
     """
 
     def __init__(self, d_model: int, l_max: int = 1, *, channels: int = 1,
