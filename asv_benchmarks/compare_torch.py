@@ -115,12 +115,14 @@ def _child(impl: str, mode: str, B: int, H: int, L: int, threads: int, chunk) ->
     module.zero_grad(set_to_none=True)
     exact = _reset_hwm()
     before = _rss_kib()
+    t0 = time.perf_counter()
     call()                                         # its output is part of what it needed
+    seconds = time.perf_counter() - t0
     if exact:
         peak = _hwm_kib()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_mib": (peak - before) / 1024, "exact": exact,
+    return {"peak_mib": (peak - before) / 1024, "exact": exact, "seconds": seconds,
             "input_mib": u.numel() * u.element_size() / 2 ** 20}
 
 
@@ -179,8 +181,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--long", action="store_true",
-                        help="also the long-sequence memory case B=1, H=64, L=2**20 with "
-                             "channel_chunk=8 (forward, evaluation)")
+                        help="also the long-sequence case B=1, H=64, L=2**20, forward "
+                             "(evaluation) and forward+backward: the default (channel chunk "
+                             "from the memory budget) against no chunks and channel_chunk=8, "
+                             "time and peak memory")
+    parser.add_argument("--long-repeats", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true", help="timings only")
     parser.add_argument("--no-input-grad", action="store_true",
                         help="forward+backward without the input's gradient (a first layer); "
@@ -213,11 +218,24 @@ def main(argv=None) -> int:
                   f"{b['peak_mib'] / a['peak_mib']:8.2f}x  (sgconv/straightforward, {how})")
     if args.long:
         B, H, L = 1, 64, 2 ** 20
-        for chunk in (None, 8):
-            r = _peak("sgconv", "forward", B, H, L, args.threads, chunk)
-            print(f"long sequence B={B} H={H} L={L} channel_chunk={chunk}: forward peak "
-                  f"{r['peak_mib']:.0f} MiB = {r['peak_mib'] / r['input_mib']:.2f}x the input "
-                  f"({r['input_mib']:.0f} MiB)")
+        print(f"long sequence B={B} H={H} L={L}: one call after a warm-up, fresh subprocess "
+              f"each, interleaved, median of {args.long_repeats}; peak above module + input:")
+        variants = {"default (automatic chunk)": None, f"no chunks (channel_chunk={H})": H,
+                    "channel_chunk=8": 8}
+        for mode in ("forward", "forward+backward"):
+            runs = {name: [] for name in variants}
+            for r in range(args.long_repeats):
+                order = list(variants) if r % 2 == 0 else list(reversed(variants))
+                for name in order:
+                    runs[name].append(_peak("sgconv", mode, B, H, L, args.threads,
+                                            variants[name]))
+            base = statistics.median(x["seconds"] for x in runs[f"no chunks (channel_chunk={H})"])
+            print(f"  {mode}" + (" (evaluation, cached spectrum)" if mode == "forward" else ""))
+            for name, rs in runs.items():
+                t = statistics.median(x["seconds"] for x in rs)
+                peak = statistics.median(x["peak_mib"] for x in rs)
+                print(f"    {name:28s} {t:6.2f}s ({t / base:.2f}x)  peak {peak:6.0f} MiB = "
+                      f"{peak / rs[0]['input_mib']:.2f}x the input ({rs[0]['input_mib']:.0f} MiB)")
     return 0
 
 

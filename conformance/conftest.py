@@ -47,6 +47,8 @@ def _split(values) -> list[str]:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "autodiff: needs a backend with automatic differentiation")
+    config.addinivalue_line("markers", "framework_layer: needs a framework with its own layer "
+                                       "object (sgconv.torch.SGConv, sgconv.jax.SGConv)")
     plugins = (_split(config.getoption("--backend-plugin"))
                or _split([os.environ.get(PLUGINS_ENV, "")]))
     for module in plugins:
@@ -83,7 +85,6 @@ def _selected(config) -> tuple:
 
 
 def pytest_report_header(config):
-    from hypothesis import settings
     selected = _selected(config)
     lines = ["sgconv conformance backends:"]
     for name, info in _infos().items():
@@ -92,14 +93,11 @@ def pytest_report_header(config):
             lines.append(f"  {name}: {info.version}; device {info.device} ({mark})")
         else:
             lines.append(f"  {name}: unusable here, will be skipped ({mark}): {info.reason}")
-    profile = hypothesis_profiles.active_name()
-    lines.append(f"sgconv conformance hypothesis profile: {profile} "
-                 f"(max_examples={settings.get_profile(profile).max_examples} per property "
-                 f"and backend)")
+    lines.append(f"sgconv conformance hypothesis profile: {hypothesis_profiles.describe()}")
     return lines
 
 
-def _skip_reason(name: str, needs_autodiff: bool) -> str | None:
+def _skip_reason(name: str, needs_autodiff: bool, needs_layer: bool) -> str | None:
     info = _infos().get(name)
     if info is None:
         return f"backend {name!r} is not registered"
@@ -107,6 +105,8 @@ def _skip_reason(name: str, needs_autodiff: bool) -> str | None:
         return f"backend {name!r} is unusable here: {info.reason}"
     if needs_autodiff:
         return frameworks.autodiff_unsupported(sgconv.backend(name))
+    if needs_layer:
+        return frameworks.framework_layer_unsupported(sgconv.backend(name))
     return None
 
 
@@ -115,9 +115,10 @@ def pytest_generate_tests(metafunc):
     if "backend_name" not in metafunc.fixturenames:
         return
     needs_autodiff = metafunc.definition.get_closest_marker("autodiff") is not None
+    needs_layer = metafunc.definition.get_closest_marker("framework_layer") is not None
     params = []
     for name in _selected(metafunc.config):
-        reason = _skip_reason(name, needs_autodiff)
+        reason = _skip_reason(name, needs_autodiff, needs_layer)
         marks = [pytest.mark.skip(reason=reason)] if reason else []
         params.append(pytest.param(name, id=name, marks=marks))
     metafunc.parametrize("backend_name", params)

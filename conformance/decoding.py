@@ -31,26 +31,16 @@ outputs are the FFT layer itself on the prefix and are held to the bound of the 
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import strategies as st
 
 import reference
 import sgconv
 
 from . import oracle, tolerance
-from .examples import MAX_LENGTH, PRIMES, Example, examples
+from .examples import Example
 from .properties import NotApplicable, _np, _random, _rng, make_params, session
 
-__all__ = ["check_decoding", "check_long_horizon", "decode_sequence", "decoding_examples",
-           "fft_conv", "LONG_EXAMPLE"]
-
-
-@st.composite
-def decoding_examples(draw):
-    """A causal example whose length is drawn for stepping: 1, a prime, or any L <= 96
-    (examples() itself gives L = 1 to a third of its draws)."""
-    ex = draw(examples(modes=(False,)))
-    length = draw(st.one_of(st.just(1), st.sampled_from(PRIMES), st.integers(2, MAX_LENGTH)))
-    return ex.replace(length=length, taps=min(ex.taps, length))
+__all__ = ["check_decoding", "check_long_horizon", "decode_sequence", "fft_conv",
+           "LONG_EXAMPLE"]
 
 
 def _scan(dec, state, xs):

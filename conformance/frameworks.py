@@ -6,9 +6,12 @@
 * :func:`precision`: the context a dtype needs (JAX computes float64 only with x64 on:
   the suite switches it on inside the check and restores it afterwards, so the
   process-wide setting never changes);
-* :func:`vjp`: reverse-mode gradients through a function of backend arrays (torch:
-  ``torch.autograd.grad``; JAX: ``jax.vjp``).  A third-party differentiable backend on
-  another framework needs an entry in ``_VJP`` (see conformance/README.md).
+* :func:`value_and_vjp`: a function of backend arrays evaluated with autodiff on, and its
+  reverse-mode gradients (torch: inputs that require grad, ``torch.autograd.grad``; JAX:
+  ``jax.vjp`` inside ``jax.jit``).  A third-party differentiable backend on another
+  framework needs an entry in ``_VJP`` (see conformance/README.md);
+* :func:`framework_layer_unsupported`: whether the framework has its own layer object
+  (``sgconv.torch.SGConv``, ``sgconv.jax.SGConv``) for the suite to hold to the reference.
 
 Frameworks are imported only when a backend of theirs is checked.
 """
@@ -21,7 +24,8 @@ import numpy as np
 
 from sgconv.backends._base import array_framework
 
-__all__ = ["framework_of", "device_of", "precision", "vjp", "autodiff_unsupported"]
+__all__ = ["framework_of", "device_of", "precision", "vjp", "value_and_vjp",
+           "autodiff_unsupported", "framework_layer_unsupported", "FRAMEWORK_LAYERS"]
 
 
 def framework_of(bk) -> str | None:
@@ -67,15 +71,24 @@ def precision(bk, dtype: str):
 def _vjp_torch(fn, primals, cotangent):
     import torch
     leaves = [p.detach().clone().requires_grad_(True) for p in primals]
-    out = fn(*leaves)
+    with torch.enable_grad():
+        out = fn(*leaves)                   # the forward as training computes it
     grads = torch.autograd.grad(out, leaves, grad_outputs=cotangent, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads)]
+    return out.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads)]
 
 
 def _vjp_jax(fn, primals, cotangent):
     import jax
-    _, pullback = jax.vjp(fn, *primals)
-    return list(pullback(cotangent))
+
+    # as a training step runs it: jax.vjp inside jax.jit, which also compiles once per
+    # shape (about 1 s) instead of once per operation (5-10 s per configuration)
+    @jax.jit
+    def step(primals, cotangent):
+        out, pullback = jax.vjp(fn, *primals)   # the forward traced for differentiation
+        return out, pullback(cotangent)
+
+    out, grads = step(list(primals), cotangent)
+    return out, list(grads)
 
 
 _VJP = {"torch": _vjp_torch, "jax": _vjp_jax}
@@ -92,8 +105,9 @@ def autodiff_unsupported(bk) -> str | None:
     return None
 
 
-def vjp(bk, fn, primals, cotangent) -> list:
-    """The gradients of <cotangent, fn(*primals)> w.r.t. each primal, as native arrays.
+def value_and_vjp(bk, fn, primals, cotangent):
+    """(fn(*primals) computed with autodiff on, the gradients of <cotangent, fn(*primals)>
+    w.r.t. each primal), as native arrays.
 
     fn maps backend arrays to one backend array of cotangent's shape.
     """
@@ -101,3 +115,32 @@ def vjp(bk, fn, primals, cotangent) -> list:
     if reason is not None:
         raise TypeError(reason)
     return _VJP[framework_of(bk)](fn, list(primals), cotangent)
+
+
+def vjp(bk, fn, primals, cotangent) -> list:
+    """The gradients of <cotangent, fn(*primals)> w.r.t. each primal, as native arrays."""
+    return value_and_vjp(bk, fn, primals, cotangent)[1]
+
+
+#: How each framework computes a forward pass for differentiation (check_gradients' messages).
+AUTODIFF_FORWARD = {"torch": "autograd on (inputs that require grad)",
+                    "jax": "JAX tracing it for jax.vjp under jax.jit"}
+
+
+def framework_of_name(name: str) -> str | None:
+    """The array framework of the registered backend ``name``."""
+    import sgconv
+    return framework_of(sgconv.backend(name))
+
+
+#: Frameworks with a layer object of their own, checked by check_framework_layers.
+FRAMEWORK_LAYERS = {"torch": "sgconv.torch.SGConv", "jax": "sgconv.jax.SGConv / sgconv.jax.apply"}
+
+
+def framework_layer_unsupported(bk) -> str | None:
+    """None when ``bk``'s framework has its own layer object, else why not (a skip reason)."""
+    fw = framework_of(bk)
+    if fw in FRAMEWORK_LAYERS:
+        return None
+    return (f"backend {bk.name!r} ({fw} arrays) has no framework layer object: sgconv.apply is "
+            f"its layer, held to the reference by test_layer_matches_reference")

@@ -1,36 +1,55 @@
-"""Hypothesis profiles of the conformance suite, and the settings its tests run under.
+"""Hypothesis profiles of the conformance suite, and the decorator its property tests use.
 
-* ``ci`` (the default): derandomized, no example database, no deadline (JIT compiles
-  and first calls are slow), ``CI_MAX_EXAMPLES`` examples per property and backend.
-  Every property and backend draws from the one seed ``CI_SEED``, so they all see the
-  same configurations, run after run; besides making backends comparable, this lets
-  JAX reuse what it compiled for a shape in one property in the next.
-* ``thorough``: random seeds, ``THOROUGH_MAX_EXAMPLES`` examples per property.
+* ``ci`` (the default): no generated draws at all.  Every property runs the explicit
+  examples: the boundary cases of :data:`~conformance.examples.PINNED`, then a prefix of
+  the stratified CI design (:func:`~conformance.examples.design`) whose length depends on
+  the backend's framework (:data:`CI_DESIGN_ROWS`: the cheap NumPy backend gets the most).
+  Generated draws would make CI coverage hang on luck: Hypothesis mixes numeric literals
+  it finds in every loaded module of the project into its draws, so an unrelated
+  constant added anywhere in sgconv, or a different set of imported backends, changes
+  which configurations a derandomized run covers (11 of 20 draws changed when one
+  module with new literals was imported; conformance/README.md); the ``ci`` draws were
+  also bunched (2 of 20 in float64, runs of near-duplicates).  The design is fixed by its
+  construction, whatever the Hypothesis version or import order.
+* ``thorough``: the same explicit examples (every design row on every backend), then
+  ``THOROUGH_MAX_EXAMPLES`` random draws per property, shrunk on failure.
 
 Selected with Hypothesis's own ``--hypothesis-profile NAME`` option, else the
 environment variable ``SGCONV_HYPOTHESIS_PROFILE``, else ``ci``.  The conformance tests
-take their settings from the selected profile explicitly (``conformance_settings``), so
+take their settings from the selected profile explicitly (:func:`conformance_test`), so
 choosing one never changes the Hypothesis settings of other test directories.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
-from hypothesis import HealthCheck, seed, settings
+from hypothesis import HealthCheck, Phase, example, given, reject, seed, settings
 
-__all__ = ["CI_MAX_EXAMPLES", "THOROUGH_MAX_EXAMPLES", "CI_SEED", "ENV_VAR", "activate",
-           "active_name", "conformance_settings", "conformance_test"]
+from .examples import DESIGN_SEED, PINNED, design, design_rank, examples
 
-CI_MAX_EXAMPLES = 20
-CI_SEED = 2210_09298  # the paper's arXiv number
+__all__ = ["CI_DESIGN_ROWS", "CI_DESIGN_ROWS_DEFAULT", "DESIGN_ROWS", "THOROUGH_MAX_EXAMPLES",
+           "CI_SEED", "ENV_VAR", "activate", "active_name", "describe", "design_budget",
+           "conformance_test"]
+
+#: Design rows each property runs per backend in the ``ci`` profile, by the backend's array
+#: framework (the pinned examples come on top).  NumPy is cheap; JAX compiles every
+#: operation for each new shape on first use.
+CI_DESIGN_ROWS = {"numpy": 40, "torch": 20, "jax": 10}
+#: ... for any other framework (CuPy, a third-party backend).
+CI_DESIGN_ROWS_DEFAULT = 15
+#: The design's length: every row runs in the ``thorough`` profile.
+DESIGN_ROWS = max(CI_DESIGN_ROWS.values())
 THOROUGH_MAX_EXAMPLES = 400
+CI_SEED = DESIGN_SEED  # used only when a profile generates draws
 ENV_VAR = "SGCONV_HYPOTHESIS_PROFILE"
 
 _COMMON = dict(database=None, deadline=None, print_blob=True,
                suppress_health_check=(HealthCheck.too_slow,))
-settings.register_profile("ci", max_examples=CI_MAX_EXAMPLES, derandomize=True, **_COMMON)
+settings.register_profile("ci", phases=(Phase.explicit,), derandomize=True,
+                          report_multiple_bugs=False, **_COMMON)
 settings.register_profile("thorough", max_examples=THOROUGH_MAX_EXAMPLES, derandomize=False,
                           **_COMMON)
 
@@ -47,20 +66,55 @@ def active_name() -> str:
     return _active[0]
 
 
-def conformance_settings(scale: float = 1.0, **overrides) -> settings:
-    """Settings from the active profile; ``scale`` multiplies max_examples (for costly
-    properties), keeping at least one example."""
-    parent = settings.get_profile(_active[0])
-    overrides.setdefault("max_examples", max(1, math.ceil(parent.max_examples * scale)))
-    return settings(parent, **overrides)
+def describe() -> str:
+    """The active profile in one line (the report header)."""
+    name = _active[0]
+    rows = ", ".join(f"{fw} {n}" for fw, n in CI_DESIGN_ROWS.items())
+    explicit = f"{len(PINNED)} pinned examples + design rows per property"
+    if Phase.generate not in settings.get_profile(name).phases:
+        return (f"{name} ({explicit}: {rows}, others {CI_DESIGN_ROWS_DEFAULT}; "
+                f"no random draws)")
+    return (f"{name} ({explicit}: all {DESIGN_ROWS}; then max_examples="
+            f"{settings.get_profile(name).max_examples} random draws)")
 
 
-def conformance_test(scale: float = 1.0):
-    """Decorator for a conformance property test: the active profile's settings (see
-    :func:`conformance_settings`) and, for a derandomized profile, the shared ``CI_SEED``."""
-    def decorate(test):
-        test = conformance_settings(scale)(test)
-        if settings.get_profile(_active[0]).derandomize:
+def design_budget(backend_name: str, scale: float = 1.0, profile: str | None = None) -> int:
+    """How many design rows a property runs on ``backend_name`` under ``profile``."""
+    profile = profile or _active[0]
+    if Phase.generate in settings.get_profile(profile).phases:
+        return DESIGN_ROWS
+    from . import frameworks                        # imports the backend's framework
+    import sgconv
+    rows = CI_DESIGN_ROWS.get(frameworks.framework_of(sgconv.backend(backend_name)),
+                              CI_DESIGN_ROWS_DEFAULT)
+    return max(1, math.ceil(rows * scale))
+
+
+def conformance_test(scale: float = 1.0, profile: str | None = None, **space):
+    """Decorator: ``fn(backend_name, ex)`` becomes the property test over ``space``.
+
+    Runs PINNED and the design rows over ``space`` as explicit examples (each backend
+    only its :func:`design_budget`; ``scale`` shrinks it for costly properties), then,
+    in a profile that generates draws, ``max_examples * scale`` draws of
+    ``examples(**space)``.  ``profile``: the active one by default.
+    """
+    profile = profile or _active[0]
+    parent = settings.get_profile(profile)
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def body(backend_name, ex):
+            rank = design_rank(ex)
+            if rank is not None and ex not in PINNED and \
+                    rank >= design_budget(backend_name, scale, profile):
+                reject()                            # beyond this backend's share of the design
+            fn(backend_name, ex)
+
+        test = given(ex=examples(**space))(body)
+        for ex in reversed(PINNED + tuple(design(DESIGN_ROWS, **space))):
+            test = example(ex=ex)(test)             # run in this order
+        test = settings(parent, max_examples=max(1, math.ceil(parent.max_examples * scale)))(test)
+        if parent.derandomize:
             test = seed(CI_SEED)(test)
         return test
     return decorate

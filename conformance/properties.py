@@ -22,6 +22,7 @@ import os
 import tempfile
 
 import numpy as np
+from scipy import stats
 
 import reference
 import sgconv
@@ -32,7 +33,9 @@ from .examples import Example
 __all__ = ["PROPERTIES", "NotApplicable", "session", "make_params"] + [
     "check_kernel", "check_kernel_blocks", "check_conv", "check_layer", "check_causality",
     "check_reach", "check_linearity", "check_shift", "check_impulse", "check_batch",
-    "check_init", "check_dtypes_shapes", "check_transfer", "check_gradients", "Example"]
+    "check_nonfinite", "check_dropout", "check_init", "check_init_values",
+    "check_dtypes_shapes", "check_transfer", "check_gradients", "check_framework_layers",
+    "Example"]
 
 
 class NotApplicable(Exception):
@@ -124,6 +127,17 @@ def _apply(bk, ex: Example, params, u):
 
 def _layer_bound(ex: Example, state, u):
     return tolerance.layer_bound(state, ex.config, u, ex.dtype, blocks=ex.block_size != 0)
+
+
+def _layout(ex: Example, u):
+    """u (B, H, L) in ex's layout, contiguous ((B, L, H) when not transposed)."""
+    return np.ascontiguousarray(u if ex.transposed else u.swapaxes(1, 2))
+
+
+def _bhl(bk, ex: Example, y):
+    """A layer output in ex's layout as float64 (B, H, L)."""
+    y = _np(bk, y)
+    return y if ex.transposed else y.swapaxes(1, 2)
 
 
 # --- the kernel -------------------------------------------------------------------------------
@@ -397,6 +411,248 @@ def check_batch(name: str, ex: Example) -> None:
                    2 * bound[b:b + 1], f"conv: row {b} of the batch == the sequence alone")
 
 
+# --- non-finite input -----------------------------------------------------------------------
+
+def _reached_times(t0: int, length: int, taps: int, bidirectional: bool) -> np.ndarray:
+    """Boolean (L,): the outputs a non-finite u[t0] reaches through a kernel of ``taps`` taps.
+
+    Causal lags s = 0..taps-1 reach t0 + s; the anti-causal half's a = min(taps, L-1) taps
+    reach t0 - 1 .. t0 - a.  (SPEC's sums multiply u[t0] by exactly these taps.)
+    """
+    reached = np.zeros(length, dtype=bool)
+    reached[t0:min(length, t0 + taps)] = True
+    if bidirectional:
+        a = min(taps, length - 1)
+        reached[max(0, t0 - a):t0] = True
+    return reached
+
+
+def _assert_nonfinite(check, name, ex, y, mask, what):
+    """Every element of y[mask] must be NaN or +-Inf."""
+    finite = np.isfinite(y) & mask
+    if finite.any():
+        first = tuple(int(i) for i in np.argwhere(finite)[0])
+        raise AssertionError(_where(check, name, ex,
+                                    f"{what}: {int(finite.sum())} of {int(mask.sum())} outputs "
+                                    f"the non-finite value reaches are finite (first at index "
+                                    f"{first}: {y[first]!r}); NaN and Inf must propagate, never "
+                                    f"be zeroed or clipped"))
+
+
+def check_nonfinite(name: str, ex: Example) -> None:
+    """NaN and +-Inf propagate exactly where the linear operator carries them.
+
+    A non-finite u[b, h, t0] must make non-finite every conv output y[b, c, h, t] (all c)
+    at the times its taps reach (t0 .. t0+Lk-1, and t0-a .. t0-1 when bidirectional), and
+    every layer output out[b, o, t] (all o: the mixing linear reads every channel) at the
+    times the layer's kernel reaches.  A non-finite tap j of kernel row (c, h) must make
+    non-finite y[b, c, h, t] for every b at t >= j (anti-causal: t <= L-2-j).  Outputs the
+    value cannot reach by any path (other channels and batch rows) equal the reference.
+    Within a reached row, other times are not checked: an FFT spreads a NaN over its whole
+    block (NaN * 0 = NaN in the frequency domain), so they may be NaN too.  GELU maps
+    NaN and +-Inf to non-finite values (the erf form gives GELU(-Inf) = -Inf * 0 = NaN).
+    """
+    rng = _rng(ex, 13)
+    B, H, L, C = ex.batch, ex.d_model, ex.length, ex.channels
+    u, k, D = _conv_inputs(ex, rng)
+    bad_values = (np.nan, np.inf, -np.inf)
+    check = "check_nonfinite"
+    # NumPy warns of the invalid operations that NaN and Inf are meant to undergo here
+    with session(name, ex.dtype) as bk, np.errstate(invalid="ignore", over="ignore"):
+        params = make_params(bk, name, ex)
+        state = oracle.params_state(params, bk)
+        for value in (np.nan, bad_values[int(rng.integers(1, 3))]):
+            # --- a non-finite input sample, through the convolution and the layer
+            b, h, t0 = int(rng.integers(B)), int(rng.integers(H)), int(rng.integers(L))
+            clean = u.copy()
+            clean[b, h, t0] = 0
+            poisoned = clean.copy()
+            poisoned[b, h, t0] = value
+            y = _conv(bk, ex, poisoned, k, D)                                 # (B, C, H, L)
+            mask = np.zeros(y.shape, dtype=bool)
+            mask[b, :, h] = _reached_times(t0, L, ex.taps, ex.bidirectional)
+            _assert_nonfinite(check, name, ex, y, mask,
+                              f"conv with u[{b}, {h}, {t0}] = {value}")
+            other = np.ones((B, C, H), dtype=bool)
+            other[b, :, h] = False
+            if other.any():
+                _close(check, name, ex, y[other], reference.conv(clean, k, D, ex.bidirectional)
+                       [other], _conv_bound(ex, clean, k, D)[other],
+                       f"conv with u[{b}, {h}, {t0}] = {value}: rows it cannot reach")
+            out = _apply(bk, ex, params, poisoned)                            # (B, H, L)
+            mask = np.zeros(out.shape, dtype=bool)
+            mask[b] = _reached_times(t0, L, min(L, ex.config.kernel_length), ex.bidirectional)
+            _assert_nonfinite(check, name, ex, out, mask,
+                              f"layer with u[{b}, {h}, {t0}] = {value}")
+            if B > 1:
+                keep = np.arange(B) != b
+                x = clean if ex.transposed else clean.swapaxes(1, 2)
+                expected = reference.layer(state, x, ex.bidirectional, ex.transposed,
+                                           ex.interpolation)
+                expected = expected if ex.transposed else expected.swapaxes(1, 2)
+                _close(check, name, ex, out[keep], expected[keep],
+                       _layer_bound(ex, state, clean)[keep],
+                       f"layer with u[{b}, {h}, {t0}] = {value}: other batch rows")
+        # --- a non-finite kernel tap, through the convolution
+        a = min(ex.taps, L - 1) if ex.bidirectional else 0
+        anti = a > 0 and bool(rng.integers(2))
+        r = C + int(rng.integers(C)) if anti else int(rng.integers(C))
+        h, j = int(rng.integers(H)), int(rng.integers(a if anti else ex.taps))
+        value = bad_values[int(rng.integers(3))]
+        clean = k.copy()
+        clean[r, h, j] = 0
+        poisoned = clean.copy()
+        poisoned[r, h, j] = value
+        y = _conv(bk, ex, u, poisoned, D)
+    c = r - C if anti else r
+    reached = np.zeros(L, dtype=bool)
+    if anti:
+        reached[:L - 1 - j] = True                                           # t <= L-2-j
+    else:
+        reached[j:] = True
+    mask = np.zeros(y.shape, dtype=bool)
+    mask[:, c, h] = reached
+    half = "anti-causal" if anti else "causal"
+    _assert_nonfinite(check, name, ex, y, mask, f"conv with {half} tap k[{r}, {h}, {j}] = {value}")
+    other = np.ones((C, H), dtype=bool)
+    other[c, h] = False
+    if other.any():
+        _close(check, name, ex, y[:, other], reference.conv(u, clean, D, ex.bidirectional)
+               [:, other], _conv_bound(ex, u, clean, D)[:, other],
+               f"conv with {half} tap k[{r}, {h}, {j}] = {value}: rows it cannot reach")
+
+
+# --- dropout --------------------------------------------------------------------------------------
+
+#: Dropout rates the property draws from, and its statistical rule: at least
+#: DROPOUT_ELEMENTS observed elements, and a false-alarm probability DROPOUT_ALPHA per test.
+DROPOUT_RATES = (0.1, 0.25, 0.5, 0.8)
+DROPOUT_ELEMENTS = 4096
+DROPOUT_ALPHA = 1e-9
+
+
+def _dropout_params(bk, name: str, ex: Example):
+    """Trained parameters whose mixing shows the dropped elements: out_weight = [I | 0 ...]
+    (H, C*H) passes channel c = 0 of GELU's output through unchanged, out_bias = 0."""
+    params = make_params(bk, name, ex)
+    H, C = ex.d_model, ex.channels
+    W = np.concatenate([np.eye(H), np.zeros((H, (C - 1) * H))], axis=1)   # (H, C*H)
+    return params.replace(out_weight=bk.asarray(W, dtype=ex.dtype, like=params.D),
+                          out_bias=bk.asarray(np.zeros(H), dtype=ex.dtype, like=params.D))
+
+
+def _dropout_outputs(bk, ex: Example, params, u_train, u_eval, rate: float, seed: int):
+    """(training outputs, evaluation outputs on u_eval): [(what, y (B, H, L) float64)]
+    through every public API of the backend's framework; training with ``rate`` on u_train
+    (u_eval, a prefix of its batch, for sgconv.apply on JAX, which compiles each operation
+    for each new shape), evaluation with rate 0 or in evaluation mode.  u_*: (B, H, L)."""
+    train, evaluation = [], []
+    kw = dict(transposed=ex.transposed, block_size=ex.block_size)
+    xt, xe = bk.asarray(_layout(ex, u_train)), bk.asarray(_layout(ex, u_eval))
+    fw = frameworks.framework_of(bk)
+    train.append((f"sgconv.apply(dropout={rate}, rng={seed})",
+                  sgconv.apply(params, xe if fw == "jax" else xt, dropout=rate, rng=seed, **kw)))
+    evaluation.append((f"sgconv.apply(dropout=0.0, rng={seed})",
+                       sgconv.apply(params, xe, dropout=0.0, rng=seed, **kw)))
+    if fw == "torch":
+        import torch
+        from sgconv.torch import SGConv
+        module = SGConv.from_params(params, dropout=rate, dtype=getattr(torch, ex.dtype),
+                                    device=xt.device, **kw)
+        module.train()
+        with torch.random.fork_rng(devices=[xt.device] if xt.is_cuda else []):
+            torch.manual_seed(seed)
+            train.append((f"sgconv.torch.SGConv(dropout={rate}).train()", module(xt).detach()))
+        module.eval()
+        with torch.no_grad():
+            evaluation.append((f"sgconv.torch.SGConv(dropout={rate}).eval()", module(xe)))
+    elif fw == "jax":
+        import jax
+        import sgconv.jax as sgj
+        train.append((f"sgconv.jax.apply(dropout={rate}, key=key({seed}))",
+                      sgj.apply(params, xt, dropout=rate, key=jax.random.key(seed), **kw)))
+        evaluation.append((f"sgconv.jax.apply(dropout={rate}, deterministic=True)",
+                           sgj.apply(params, xe, dropout=rate, deterministic=True, **kw)))
+        layer = sgj.SGConv(params, dropout=rate, **kw)
+        train.append((f"sgconv.jax.SGConv(dropout={rate})(u, key=key({seed + 1}))",
+                      layer(xt, key=jax.random.key(seed + 1))))
+        evaluation.append((f"sgconv.jax.SGConv(dropout={rate})(u, deterministic=True)",
+                           layer(xe, deterministic=True)))
+    return ([(what, _bhl(bk, ex, y)) for what, y in train],
+            [(what, _bhl(bk, ex, y)) for what, y in evaluation])
+
+
+def check_dropout(name: str, ex: Example) -> None:
+    """Dropout (after GELU, before the mixing linear): in training each element is dropped
+    with probability ``rate`` and every kept one is scaled by exactly 1/(1-rate), so the
+    mean is preserved; with rate 0, and in evaluation, the layer is the reference layer.
+
+    Checked through ``sgconv.apply(dropout=, rng=)`` on every backend, and
+    ``sgconv.torch.SGConv(dropout=)`` in train()/eval(), ``sgconv.jax.apply(dropout=, key=,
+    deterministic=)`` and ``sgconv.jax.SGConv``.  The mixing is [I | 0] with zero bias, so
+    out[b, h, t] = dropout(GELU(z[b, 0, h, t])) shows each element (see
+    :func:`_dropout_params`); the batch is enlarged to observe >= DROPOUT_ELEMENTS of them
+    (evaluation, and sgconv.apply on JAX, use the example's own batch: see
+    :func:`_dropout_outputs`).
+
+    The statistical rule (false alarm <= DROPOUT_ALPHA per test, whatever the seed):
+    every element must be either dropped (|y| <= its bound) or kept (|(1-rate) y - y_ref|
+    <= bound + 2 eps |y_ref|, the scaling's rounding); elements that fit both (|y_ref| about
+    the bound) are not counted.  Of the n counted, the number K dropped is
+    Binomial(n, rate) for a correct backend, so K must lie in [F^-1(alpha/2),
+    F^-1(1 - alpha/2)] of that binomial.  The sum of the n outputs, S = sum X_i with
+    independent X_i in [0, y_i/(1-rate)] (or [y_i/(1-rate), 0]) and E S = sum y_i, obeys
+    Hoeffding's inequality: |S - sum y_i| <= sqrt(ln(2/alpha)/2 sum (y_i/(1-rate))^2),
+    plus the rounding of the y_i.
+    """
+    rng = _rng(ex, 14)
+    H, L = ex.d_model, ex.length
+    rate = DROPOUT_RATES[int(rng.integers(len(DROPOUT_RATES)))]
+    seed = int(rng.integers(2 ** 31))
+    B = max(ex.batch, -(-DROPOUT_ELEMENTS // (H * L)))
+    u = _random(rng, (B, H, L), ex.dtype)
+    u_eval = u[:ex.batch]                      # the example's own shape (compiled already)
+    check = "check_dropout"
+    with session(name, ex.dtype) as bk:
+        params = _dropout_params(bk, name, ex)
+        state = oracle.params_state(params, bk)
+        train, evaluation = _dropout_outputs(bk, ex, params, u, u_eval, rate, seed)
+    y_ref_all = reference.layer(state, u, ex.bidirectional, True, ex.interpolation)  # (B, H, L)
+    bound_all = _layer_bound(ex, state, u)
+    for what, y in evaluation:
+        _close(check, name, ex, y, y_ref_all[:ex.batch], bound_all[:ex.batch],
+               f"{what} must be the layer without dropout")
+    e = tolerance.eps(ex.dtype)
+    for what, y in train:
+        y_ref, bound = y_ref_all[:len(y)], bound_all[:len(y)]       # u's first len(y) rows
+        dropped = np.abs(y) <= bound
+        kept = np.abs((1.0 - rate) * y - y_ref) <= bound + 2 * e * np.abs(y_ref)
+        neither = ~(dropped | kept)
+        if neither.any():
+            i = tuple(int(v) for v in np.argwhere(neither)[0])
+            raise AssertionError(_where(check, name, ex, (
+                f"{what}: {int(neither.sum())} of {y.size} outputs are neither dropped (0) nor "
+                f"kept and scaled by 1/(1-rate) = {1 / (1 - rate):.6g}: at {i} got {y[i]!r}, "
+                f"reference without dropout {y_ref[i]!r}, so kept would be "
+                f"{y_ref[i] / (1 - rate)!r}")))
+        counted = dropped != kept                                          # unambiguous
+        n, K = int(counted.sum()), int((dropped & counted).sum())
+        lo = int(stats.binom.ppf(DROPOUT_ALPHA / 2, n, rate))
+        hi = int(stats.binom.isf(DROPOUT_ALPHA / 2, n, rate))
+        assert lo <= K <= hi, _where(check, name, ex, (
+            f"{what}: dropped {K} of {n} elements ({K / max(n, 1):.4f}), rate {rate}; a "
+            f"Binomial({n}, {rate}) count lies in [{lo}, {hi}] but with probability "
+            f"{DROPOUT_ALPHA:g}"))
+        r = np.abs(y_ref[counted]) / (1.0 - rate)
+        slack = math.sqrt(math.log(2 / DROPOUT_ALPHA) / 2 * float(np.sum(r * r)))
+        slack += float(np.sum(bound[counted] + 2 * e * np.abs(y_ref[counted]))) / (1.0 - rate)
+        S, mean = float(np.sum(y[counted])), float(np.sum(y_ref[counted]))
+        assert abs(S - mean) <= slack, _where(check, name, ex, (
+            f"{what}: the sum of {n} outputs is {S:.6g}, without dropout {mean:.6g}; "
+            f"dropout must preserve the mean (Hoeffding bound {slack:.4g} at probability "
+            f"{DROPOUT_ALPHA:g})"))
+
+
 # --- parameters ---------------------------------------------------------------------------------
 
 def check_init(name: str, ex: Example) -> None:
@@ -450,6 +706,167 @@ def check_init(name: str, ex: Example) -> None:
         assert 0 <= growth <= Cp * H * d, where(
             f"doubling l_max {ex.l_max} -> {2 * ex.l_max} added {growth} sub-kernel weights; "
             f"sub-linear growth allows at most one scale, C'*H*d = {Cp * H * d}")
+
+
+#: The width of the layers whose initial values are tested as samples, and the false-alarm
+#: probability of each statistical test on them.
+INIT_WIDTH = 128
+INIT_ALPHA = 1e-9
+
+
+def _initial_arrays(bk, name: str, ex: Example, cfg) -> list:
+    """[(what, arrays)]: fresh parameters of ``cfg`` from every initialiser the backend's
+    framework has, as float64 NumPy arrays plus the fresh kernel over the full K.
+
+    sgconv.init (NumPy draws from the seed, every backend); sgconv.torch.SGConv after
+    reset_parameters() (torch's generator); sgconv.jax.init with a key (jax.random).
+    """
+    K = cfg.kernel_length
+    out = []
+
+    def arrays(kernels, multiplier, kernel_norm, D, W, b, decay, k):
+        f = lambda x: None if x is None else _np(bk, x)  # noqa: E731
+        H = cfg.d_model
+        m = f(multiplier).reshape(-1)
+        return {"kernels": [f(w) for w in kernels], "multiplier": np.broadcast_to(m, (H,)),
+                "kernel_norm": f(kernel_norm).reshape(cfg.kernel_rows, H), "D": f(D),
+                "out_weight": f(W), "out_bias": f(b), "decay": f(decay), "kernel": f(k)}
+
+    p = sgconv.init(cfg, seed=ex.seed, dtype=ex.dtype, backend=name)
+    out.append((f"sgconv.init(config, seed={ex.seed})",
+                arrays(p.kernels, p.multiplier, p.kernel_norm, p.D, p.out_weight, p.out_bias,
+                       p.decay, sgconv.kernel(p, K))))
+    fw = frameworks.framework_of(bk)
+    if fw == "torch":
+        import torch
+        from sgconv.torch import SGConv, functional
+        mode = "cat_randn" + ("_nearest" if cfg.interpolation == "nearest" else "") \
+            + ("_learnable" if cfg.learnable_decay else "")
+        device = bk.asarray(np.zeros(1)).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(ex.seed)
+            layer = SGConv(cfg.d_model, cfg.l_max, channels=cfg.channels,
+                           bidirectional=cfg.bidirectional, kernel_dim=cfg.kernel_dim,
+                           n_scales=cfg.num_scales, decay_min=cfg.decay_min,
+                           decay_max=cfg.decay_max, mode=mode, dtype=getattr(torch, ex.dtype),
+                           device=device)
+            layer.reset_parameters()
+        with torch.no_grad():
+            k = functional.kernel(list(layer.kernel_list), layer.multiplier, layer.kernel_norm,
+                                  K, decay=layer.decay, interpolation=cfg.interpolation)
+            out.append(("sgconv.torch.SGConv(...).reset_parameters()",
+                        arrays([w.detach() for w in layer.kernel_list], layer.multiplier,
+                               layer.kernel_norm, layer.D.detach(),
+                               layer.output_linear.weight.detach(),
+                               layer.output_linear.bias.detach(),
+                               None if layer.decay is None else layer.decay.detach(), k)))
+    elif fw == "jax":
+        import jax
+        import sgconv.jax as sgj
+        q = sgj.init(jax.random.key(ex.seed), cfg, dtype=getattr(jax.numpy, ex.dtype))
+        out.append((f"sgconv.jax.init(jax.random.key({ex.seed}), config)",
+                    arrays(q.kernels, q.multiplier, q.kernel_norm, q.D, q.out_weight,
+                           q.out_bias, q.decay, sgj.kernel(q, K))))
+    return out
+
+
+def _ks(sample, cdf, args, what, where):
+    """Kolmogorov-Smirnov test of ``sample`` against ``cdf``: a correct initialiser fails
+    it with probability INIT_ALPHA (the KS statistic's distribution does not depend on the
+    law tested)."""
+    sample = np.ravel(sample)
+    result = stats.kstest(sample, cdf, args=args)
+    assert result.pvalue >= INIT_ALPHA, where(
+        f"{what}: {sample.size} values are not distributed as {cdf}{args} (KS statistic "
+        f"{result.statistic:.4f}, p = {result.pvalue:.3g} < {INIT_ALPHA:g}; mean "
+        f"{sample.mean():.4g}, std {sample.std():.4g}, range [{sample.min():.4g}, "
+        f"{sample.max():.4g}])")
+
+
+def _uniform_bound(sample, bound: float, dtype: str, what, where):
+    """All |x| <= bound (after rounding to dtype), and max |x| near the bound: n draws of
+    U(-b, b) all stay below (1 - delta) b with probability (1 - delta)^n, so
+    delta = 1 - INIT_ALPHA^(1/n) makes missing the bound a 1-in-1/alpha event."""
+    x = np.abs(np.ravel(sample))
+    top = bound * (1 + 2 * tolerance.eps(dtype))     # b, r * 2b and -b + 2b r each round once
+    assert x.max() <= top, where(f"{what}: max |x| = {x.max():.6g} exceeds the bound "
+                                 f"1/sqrt(C*H) = {bound:.6g} (nn.Linear's init)")
+    delta = 1.0 - INIT_ALPHA ** (1.0 / x.size)
+    assert x.max() >= (1.0 - delta) * bound, where(
+        f"{what}: max |x| = {x.max():.6g} over {x.size} draws, but U(-b, b) with "
+        f"b = 1/sqrt(C*H) = {bound:.6g} reaches above {(1 - delta) * bound:.6g} except with "
+        f"probability {INIT_ALPHA:g}: the bound is too small")
+
+
+def check_init_values(name: str, ex: Example) -> None:
+    """The initial values themselves, per SPEC, from sgconv.init, sgconv.torch.SGConv
+    (reset_parameters) and sgconv.jax.init (a JAX key), for a layer of width INIT_WIDTH
+    with the example's other settings (and decay_max > decay_min):
+
+    * the decay multiplier is linspace(decay_min, decay_max, H) (learnable decay: ones,
+      and decay ~ U(decay_min, decay_max));
+    * sub-kernel weights and D ~ N(0, 1); the mixing weight and bias ~ U(-b, b),
+      b = 1/sqrt(C*H) (nn.Linear(C*H, H));
+    * the fresh kernel is the reference kernel of these weights, so scale i is weighted
+      m^(N-1-i) (decaying away from lag 0 for m > 1), and its rows have unit norm.
+
+    Distributions: a Kolmogorov-Smirnov test at INIT_ALPHA each; the uniform's bound
+    exactly (never exceeded) and from below (see :func:`_uniform_bound`).  With 128-32768
+    draws, a zero D, a bound off by sqrt(6) (kaiming_uniform without a = sqrt(5)) or a
+    multiplier from the wrong end fail every time, and a correct one fails with
+    probability below 1e-8 per example.
+    """
+    hi = ex.decay_max if ex.decay_max > ex.decay_min else round(ex.decay_min + 1.0, 3)
+    cfg = ex.replace(d_model=INIT_WIDTH, decay_max=hi).config
+    H, C, N = cfg.d_model, cfg.channels, cfg.num_scales
+    lo, hi = cfg.decay_min, cfg.decay_max
+    check = "check_init_values"
+    with session(name, ex.dtype) as bk:
+        sources = _initial_arrays(bk, name, ex, cfg)
+    e = tolerance.eps(ex.dtype) + tolerance.EPS64
+    for what, a in sources:
+        where = lambda msg, what=what: _where(check, name, ex, f"{what}: {msg}")  # noqa: E731
+        if cfg.learnable_decay:
+            assert np.all(a["multiplier"] == 1.0), where(
+                f"learnable decay: the multiplier must be 1, got {a['multiplier'][:4]}...")
+            d = a["decay"]
+            assert d.min() >= lo * (1 - e) and d.max() <= hi * (1 + e), where(
+                f"decay in [{d.min():.6g}, {d.max():.6g}], expected U({lo}, {hi})")
+            _ks(d, "uniform", (lo, hi - lo), "decay", where)
+        else:
+            # a linspace computed in the dtype rounds the step, its product with h and the
+            # sum: at most 4 eps max(|lo|, |hi|) from the exact values
+            expected = np.linspace(lo, hi, H)
+            err = np.abs(a["multiplier"] - expected)
+            allowed = 4 * e * max(abs(lo), abs(hi))
+            assert err.max() <= allowed, where(
+                f"multiplier must be linspace({lo}, {hi}, H={H}): max |m - linspace| = "
+                f"{err.max():.3g} at h={int(err.argmax())} (m={a['multiplier'][err.argmax()]!r}, "
+                f"expected {expected[err.argmax()]!r}); allowed {allowed:.3g}")
+        _ks(np.concatenate([w.ravel() for w in a["kernels"]]), "norm", (), "sub-kernel weights",
+            where)
+        _ks(a["D"], "norm", (), "D", where)
+        bound = 1.0 / math.sqrt(C * H)
+        for field in ("out_weight", "out_bias"):
+            _uniform_bound(a[field], bound, ex.dtype, field, where)
+            _ks(a[field], "uniform", (-bound, 2 * bound), field, where)
+        state = {f"kernel_list.{i}": w for i, w in enumerate(a["kernels"])}
+        state.update({"multiplier": a["multiplier"].reshape(1, H, 1), "D": a["D"],
+                      "kernel_norm": a["kernel_norm"][..., None],
+                      "output_linear.weight": a["out_weight"],
+                      "output_linear.bias": a["out_bias"]})
+        if cfg.learnable_decay:
+            state.update(multiplier=np.array(1.0), decay=a["decay"])
+        K = cfg.kernel_length
+        _close(check, name, ex, a["kernel"], reference.kernel(state, K, cfg.interpolation),
+               tolerance.kernel_bound(state, cfg, K, ex.dtype),
+               f"{what}: the fresh kernel == the reference kernel of its weights "
+               f"(scale i weighted m^(N-1-i), N={N}), over the full K={K}")
+        norms = tolerance.norm2(a["kernel"])
+        slack = (tolerance.norm2(tolerance.kernel_bound(state, cfg, K, ex.dtype))
+                 + e * (1.0 + norms))
+        tolerance.assert_close(norms, np.ones_like(norms), slack,
+                               where("the fresh kernel's rows must have unit norm over K"))
 
 
 def check_dtypes_shapes(name: str, ex: Example) -> None:
@@ -592,10 +1009,11 @@ def check_gradients(name: str, ex: Example) -> None:
             return sgconv.apply(params.replace(kernels=tuple(ws), D=D_), u_,
                                 transposed=ex.transposed, block_size=ex.block_size)
 
-        grads = frameworks.vjp(bk, layer, [bk.asarray(np.ascontiguousarray(x)), params.D,
-                                           *params.kernels], bk.asarray(np.ascontiguousarray(gx)))
-        dtypes = {bk.dtype_name(t) for t in grads}
-        grads = [_np(bk, t) for t in grads]
+        out, grads = frameworks.value_and_vjp(
+            bk, layer, [bk.asarray(np.ascontiguousarray(x)), params.D, *params.kernels],
+            bk.asarray(np.ascontiguousarray(gx)))
+        dtypes = {bk.dtype_name(t) for t in grads} | {bk.dtype_name(out)}
+        grads, out = [_np(bk, t) for t in grads], _np(bk, out)
 
         block = _valid_block(ex, ex.taps)
 
@@ -604,12 +1022,24 @@ def check_gradients(name: str, ex: Example) -> None:
                                block_size=block)
 
         primals = [bk.asarray(uk), bk.asarray(k)] + ([bk.asarray(D)] if D is not None else [])
-        cgrads = frameworks.vjp(bk, conv, primals, bk.asarray(gy))
-        dtypes |= {bk.dtype_name(t) for t in cgrads}
-        cgrads = [_np(bk, t) for t in cgrads]
+        cout, cgrads = frameworks.value_and_vjp(bk, conv, primals, bk.asarray(gy))
+        dtypes |= {bk.dtype_name(t) for t in cgrads} | {bk.dtype_name(cout)}
+        cgrads, cout = [_np(bk, t) for t in cgrads], _np(bk, cout)
     where = lambda what: _where("check_gradients", name, ex, what)  # noqa: E731
-    assert dtypes == {ex.dtype}, where(f"gradients have dtypes {sorted(dtypes)}, "
+    assert dtypes == {ex.dtype}, where(f"outputs and gradients have dtypes {sorted(dtypes)}, "
                                        f"expected {ex.dtype}")
+
+    # the forward pass as training computes it (torch: inputs that require grad; JAX:
+    # traced by jax.vjp) is the reference's, not only its gradients
+    how = frameworks.AUTODIFF_FORWARD.get(frameworks.framework_of_name(name), "autodiff on")
+    bound = _layer_bound(ex, state, u)
+    _close("check_gradients", name, ex, out,
+           reference.layer(state, x, ex.bidirectional, ex.transposed, ex.interpolation),
+           bound if ex.transposed else bound.swapaxes(1, 2),
+           f"layer forward with {how} == reference.layer")
+    _close("check_gradients", name, ex, cout, reference.conv(uk, k, D, ex.bidirectional),
+           _conv_bound(ex, uk, k, D, block_size=block),
+           f"conv forward with {how} == reference.conv")
 
     gu, gws, gD = oracle.layer_vjp(state, ex.config, x, gx, ex.transposed)
     bu, bws, bD = tolerance.layer_vjp_bound(state, ex.config, u, g, ex.dtype, blocks=blocks)
@@ -631,6 +1061,67 @@ def check_gradients(name: str, ex: Example) -> None:
                "conv: d<gy, y>/dD == reference adjoint")
 
 
+# --- the framework layers ------------------------------------------------------------------------
+
+def _torch_layers(bk, ex: Example, params, x):
+    """[(what, output, params the output was computed with)] of sgconv.torch.SGConv."""
+    import torch
+    from sgconv.torch import SGConv
+    module = SGConv.from_params(params, transposed=ex.transposed, block_size=ex.block_size,
+                                dtype=getattr(torch, ex.dtype), device=x.device)
+    out = []
+    module.train()                                         # dropout 0, autograd on
+    out.append(("sgconv.torch.SGConv.from_params(params).train() (dropout 0, autograd on)",
+                module(x).detach(), params))
+    module.eval()
+    with torch.no_grad():
+        out.append(("SGConv.eval() under torch.no_grad()", module(x), params))
+        out.append(("SGConv.eval(), second call (the cached kernel spectrum)", module(x),
+                    params))
+        # an optimiser step changes parameters in place: the next call must see it
+        module.D.add_(0.5)
+        module.kernel_list[-1].mul_(-1.5)
+        moved = params.replace(D=module.D.detach().clone(), kernels=tuple(
+            w.detach().clone() for w in module.kernel_list))
+        out.append(("SGConv.eval() after in-place updates of D and the last sub-kernel",
+                    module(x), moved))
+    return out
+
+
+def _jax_layers(bk, ex: Example, params, x):
+    """[(what, output, params)] of the sgconv.jax layer object and functions."""
+    import sgconv.jax as sgj
+    layer = sgj.SGConv(params, transposed=ex.transposed, block_size=ex.block_size)
+    fast = sgj.prepare(params, ex.length, block_size=ex.block_size)
+    return [("sgconv.jax.SGConv(params)(u)", layer(x), params),
+            ("sgconv.jax.apply(params, u)", sgj.apply(params, x, transposed=ex.transposed,
+                                                      block_size=ex.block_size), params),
+            ("sgconv.jax.apply(sgconv.jax.prepare(params, L), u)",
+             sgj.apply(fast, x, transposed=ex.transposed), params)]
+
+
+def check_framework_layers(name: str, ex: Example) -> None:
+    """The framework's own layer objects equal reference.layer, not only sgconv.apply:
+    sgconv.torch.SGConv (from_params; train mode with dropout 0 and autograd on, eval
+    mode under no_grad, its cached spectrum, and after in-place parameter updates) and
+    sgconv.jax (the SGConv layer object, apply, and apply on a prepared spectrum), in the
+    example's layout (transposed True/False) and FFT plan."""
+    u = _random(_rng(ex, 15), (ex.batch, ex.d_model, ex.length), ex.dtype)
+    with session(name, ex.dtype) as bk:
+        reason = frameworks.framework_layer_unsupported(bk)
+        if reason is not None:
+            raise NotApplicable(reason)
+        params = make_params(bk, name, ex)
+        x = bk.asarray(_layout(ex, u))
+        run = _torch_layers if frameworks.framework_of(bk) == "torch" else _jax_layers
+        outputs = [(what, _bhl(bk, ex, y), oracle.params_state(p, bk))
+                   for what, y, p in run(bk, ex, params, x)]
+    for what, y, state in outputs:
+        _close("check_framework_layers", name, ex, y,
+               reference.layer(state, u, ex.bidirectional, True, ex.interpolation),
+               _layer_bound(ex, state, u), f"{what} == reference.layer")
+
+
 #: Every property by short name, in the order the suite runs them.
 PROPERTIES = {
     "kernel": check_kernel,
@@ -643,8 +1134,12 @@ PROPERTIES = {
     "shift": check_shift,
     "impulse": check_impulse,
     "batch": check_batch,
+    "nonfinite": check_nonfinite,
+    "dropout": check_dropout,
     "init": check_init,
+    "init_values": check_init_values,
     "dtypes_shapes": check_dtypes_shapes,
     "transfer": check_transfer,
     "gradients": check_gradients,
+    "framework_layers": check_framework_layers,
 }

@@ -5,25 +5,33 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, reject
+from hypothesis import reject
 
 import sgconv
 
 from . import decoding
-from .decoding import decoding_examples
 from .examples import Example, label
 from .hypothesis_profiles import conformance_test
 from .properties import NotApplicable, session
 
 
-@conformance_test()
-@given(ex=decoding_examples())
-def test_prefill_then_steps_match_layer(backend_name, ex):
-    label(ex, backend_name, "check_decoding")
-    try:
-        decoding.check_decoding(backend_name, ex)
-    except NotApplicable:
-        reject()
+def decoding_test(name: str, profile: str | None = None):
+    """The Hypothesis test of check_decoding, called ``name``, over causal examples: the
+    pinned causal cases and the backend's share of the design (ci), plus random draws
+    (thorough), as every property of test_properties.py."""
+    def test(backend_name, ex):
+        label(ex, backend_name, "check_decoding")
+        try:
+            decoding.check_decoding(backend_name, ex)
+        except NotApplicable:
+            reject()
+
+    test.__name__ = test.__qualname__ = name
+    test.__doc__ = decoding.check_decoding.__doc__
+    return conformance_test(profile=profile, modes=(False,))(test)
+
+
+test_prefill_then_steps_match_layer = decoding_test("test_prefill_then_steps_match_layer")
 
 
 def test_long_horizon_has_no_drift(backend_name):

@@ -543,7 +543,7 @@ def prefill_state(bk, dec: Decoder, u) -> DecodeState:
     rows = bk.xp.moveaxis(recent, -1, 0)                            # (m, B, H)
     slots = bk.asarray((np.arange(T - m, T) % R).astype(np.int64), like=u)
     history = bk.zeros((R, B, H), bk.dtype_name(u), like=u)
-    history = bk.set_rows(history, slots, rows)                     # (R, B, H)
+    history = bk.set_slice(history, slots, rows)                    # (R, B, H)
     position = _position(bk, T, u)
     if dec.kernel is not None:
         return DecodeState(history, None, None, position)
@@ -581,7 +581,7 @@ def step(bk, dec: Decoder, state: DecodeState, u_t):
     """
     n = state.position
     R = dec.span + 1
-    history = bk.set_rows(state.history, n % R, u_t)                # u[n] joins the history
+    history = bk.set_slice(state.history, n % R, u_t)               # u[n] joins the history
     if dec.kernel is not None:
         # learnable decay: the exact dot product with the cached kernel, O(span) per token
         window = bk.take_rows(history, (n - dec.lags) % R)         # (span, B, H): u[n - a]

@@ -341,10 +341,25 @@ register_structure(Prepared, data=("spectrum", "out_weight", "out_bias"),
 
 
 def prepare(bk, config: SGConvConfig, arrays, length: int, block_size=None) -> Prepared:
-    """The first half, done once: the spectrum of every channel for sequences of ``length``."""
+    """The first half, done once: the spectrum of every channel for sequences of ``length``.
+
+    Built a chunk of channels at a time into one (C, H, F) buffer when the kernel's FFT
+    buffers would not fit the memory budget, so that making it takes little more memory
+    than it holds (C * H * (n//2+1) complex numbers: about twice a length-L batch of one).
+    """
     plan = layer_plan(bk, config, length, block_size)
-    return Prepared(config, plan, spectrum(bk, config, arrays, plan), arrays["out_weight"],
-                    arrays["out_bias"])
+    itemsize = 8 if bk.dtype_name(arrays["out_weight"]) == "float64" else 4
+    h = choose_channel_chunk(config, 1, plan, itemsize)
+    if h is None:
+        k_f = spectrum(bk, config, arrays, plan)                   # (C, H, F)
+    else:
+        H = config.d_model
+        k_f = bk.empty((config.channels, H, plan.n // 2 + 1),
+                       "complex128" if itemsize == 8 else "complex64", like=arrays["D"])
+        for h0 in range(0, H, h):
+            sl = slice(h0, min(h0 + h, H))
+            k_f = bk.set_slice(k_f, (slice(None), sl), spectrum(bk, config, arrays, plan, sl))
+    return Prepared(config, plan, k_f, arrays["out_weight"], arrays["out_bias"])
 
 
 # The memory budget of one channel chunk (bytes): see choose_channel_chunk.

@@ -1,14 +1,20 @@
 """Deliberately broken backends: each plants one bug that a correct SGConv must not have.
 
-They are the NumPy backend with one thing changed, registered as ``broken_<bug>``.  A bug
-that lives in a backend's primitives is an override in a subclass (the anti-causal
-flip, the dtype handling, float32 FFTs).  A bug that lives in the generic math
-(sgconv/_ops.py) is planted by wrapping that ``_ops`` function with a version that
-misbehaves only when it is handed a broken backend with that bug, so every other backend
-keeps computing correctly while the patches are installed.
+They are the NumPy backend (the PyTorch one for ``grad_forward``, a bug only autograd
+shows) with one thing changed, registered as ``broken_<bug>``.  A bug that lives in a
+backend's primitives is an override in a subclass (the anti-causal flip, the dtype
+handling, float32 FFTs, non-finite values zeroed, dropout).  A bug that lives in the
+generic math (sgconv/_ops.py) or in a public function (``sgconv.apply``, ``sgconv.init``)
+is planted by wrapping that function with a version that misbehaves only for a broken
+backend with that bug, so every other backend keeps computing correctly while the
+patches are installed.
 
-    with installed():                        # register the backends, patch sgconv._ops
+    with installed():                        # register the backends, patch the functions
         check_conv("broken_circular", ex)    # raises AssertionError
+
+Bugs of the framework layers themselves (``FRAMEWORK_BUGS``: sgconv.torch.SGConv,
+sgconv.jax) are patches of those public objects, active inside
+``framework_bug(bug)``; the correct torch or jax backend then fails the properties.
 
 ``conformance/meta/plugin.py`` installs them for a whole pytest session, to watch the
 suite fail: ``pytest conformance --backend-plugin conformance.meta.plugin
@@ -18,6 +24,7 @@ suite fail: ``pytest conformance --backend-plugin conformance.meta.plugin
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 
 import numpy as np
@@ -26,8 +33,10 @@ import sgconv
 from sgconv import _ops, _switch
 from sgconv.backends._base import Backend
 from sgconv.backends.numpy import NumpyBackend
+from sgconv.backends.torch import TorchBackend
 
-__all__ = ["BUGS", "BrokenBackend", "backend_name", "install", "uninstall", "installed"]
+__all__ = ["BUGS", "FRAMEWORK_BUGS", "BrokenBackend", "backend_name", "install", "uninstall",
+           "installed", "framework_bug"]
 
 #: bug -> what it plants.
 BUGS = {
@@ -40,6 +49,27 @@ BUGS = {
     "downcast64": "float64 silently downcast: computed and returned as float32",
     "upcast32": "float32 silently upcast: computed and returned as float64",
     "f32_compute": "float64 computed with float32 FFTs and returned as float64",
+    "nan_zeroed": "NaN and Inf in the FFT convolution's input zeroed/clipped (nan_to_num)",
+    "nan_after_gelu": "non-finite GELU outputs zeroed/clipped (nan_to_num after GELU)",
+    "dropout_unscaled": "dropout keeps elements without the 1/(1-rate) scaling",
+    "dropout_rate": "dropout drops with half the rate asked for",
+    "dropout_in_eval": "sgconv.apply drops (rate 0.1) in evaluation, when dropout=0",
+    "init_d_zero": "sgconv.init sets D to zeros instead of N(0, 1)",
+    "init_mixing_bound": "sgconv.init draws the mixing from U(-sqrt(6)/sqrt(C*H), ...) "
+                         "(kaiming_uniform without a=sqrt(5)) instead of nn.Linear's bound",
+    "init_multiplier_reversed": "sgconv.init takes the multiplier from the wrong end: "
+                                "linspace(decay_max, decay_min, H) (Z computed from it)",
+    "grad_forward": "PyTorch backend whose forward under autograd is 1% off (its backward "
+                    "exact): a custom autograd Function whose forward disagrees",
+}
+
+#: Bugs of the framework layers: bug -> (framework, what it plants).
+FRAMEWORK_BUGS = {
+    "torch_stale_cache": ("torch", "sgconv.torch.SGConv in eval keeps using the kernel of its "
+                                   "first call after the parameters change (a stale cache)"),
+    "torch_dropout_in_eval": ("torch", "sgconv.torch.SGConv applies its dropout in eval mode"),
+    "jax_deterministic_ignored": ("jax", "sgconv.jax.apply ignores deterministic=True"),
+    "jax_prepare_drops_d": ("jax", "sgconv.jax.prepare leaves D out of the prepared spectrum"),
 }
 
 
@@ -97,12 +127,58 @@ class _Float32Compute(BrokenBackend):
         return out.astype(np.float64) if x.dtype == np.complex128 else out
 
 
+class _NanZeroed(BrokenBackend):
+    def fft_conv(self, u, k_f, n: int, keep: int):
+        return super().fft_conv(np.nan_to_num(u), k_f, n, keep)
+
+
+class _NanAfterGelu(BrokenBackend):
+    def gelu(self, x):
+        return np.nan_to_num(super().gelu(x))
+
+
+class _DropoutUnscaled(BrokenBackend):
+    def dropout(self, x, rate: float, rng):
+        keep = np.random.default_rng(rng).random(x.shape) >= rate
+        return np.where(keep, x, np.zeros((), x.dtype))
+
+
+class _DropoutRate(BrokenBackend):
+    # keeps each element with probability 1 - rate/2, scaled by 1/(1-rate) as if it were right
+    def dropout(self, x, rate: float, rng):
+        keep = np.random.default_rng(rng).random(x.shape) >= rate / 2
+        return np.where(keep, x / np.asarray(1.0 - rate, dtype=x.dtype), np.zeros((), x.dtype))
+
+
+class _GradForward(TorchBackend):
+    """The PyTorch backend, whose FFT convolution under autograd returns 1.01 times the
+    result in the forward pass but passes gradients as if it had not (detached term)."""
+
+    def __init__(self, bug: str):
+        super().__init__()
+        self.bug = bug
+        self.name = backend_name(bug)
+
+    def fft_conv(self, u, k_f, n: int, keep: int):
+        y = super().fft_conv(u, k_f, n, keep)
+        if self.torch.is_grad_enabled() and (u.requires_grad or k_f.requires_grad):
+            return y + 0.01 * y.detach()
+        return y
+
+
 _CLASSES = {"anti_shift": _AntiShift, "downcast64": _Downcast64, "upcast32": _Upcast32,
-            "f32_compute": _Float32Compute}
+            "f32_compute": _Float32Compute, "nan_zeroed": _NanZeroed,
+            "nan_after_gelu": _NanAfterGelu, "dropout_unscaled": _DropoutUnscaled,
+            "dropout_rate": _DropoutRate, "grad_forward": _GradForward}
 
 
 def _has(bk, bug: str) -> bool:
-    return isinstance(bk, BrokenBackend) and bk.bug == bug
+    return isinstance(bk, (BrokenBackend, _GradForward)) and bk.bug == bug
+
+
+def _named(name, bug: str) -> bool:
+    """Whether backend ``name`` (None: the active one) is the broken one with ``bug``."""
+    return (name or sgconv.get_backend()) == backend_name(bug)
 
 
 # --- bugs in the generic math: wrappers of sgconv._ops functions ------------------------------
@@ -150,13 +226,48 @@ def _patched(original):
             "raw_kernel": raw_kernel, "kernel_spectrum": kernel_spectrum}
 
 
+# --- bugs in public functions: wrappers of sgconv.apply and sgconv.init ---------------------
+
+def _public(original):
+    """The misbehaving versions of sgconv's public functions, wrapping ``original[name]``."""
+
+    def apply(params, u, *, dropout=0.0, rng=None, **kwargs):
+        if _named(None, "dropout_in_eval") and dropout == 0.0:
+            dropout, rng = 0.1, 0
+        return original["apply"](params, u, dropout=dropout, rng=rng, **kwargs)
+
+    def init(config, seed=0, *, dtype="float32", backend=None):
+        params = original["init"](config, seed, dtype=dtype, backend=backend)
+        bk = sgconv.backend(backend)
+        like = params.D
+        if _named(backend, "init_d_zero"):
+            return params.replace(D=bk.asarray(np.zeros(params.D.shape), dtype=dtype, like=like))
+        if _named(backend, "init_mixing_bound"):
+            return params.replace(out_weight=params.out_weight * np.sqrt(6.0),
+                                  out_bias=params.out_bias * np.sqrt(6.0))
+        if _named(backend, "init_multiplier_reversed") and not config.learnable_decay:
+            state = {k: bk.to_numpy(v) for k, v in sgconv.to_state_dict(params).items()}
+            state["multiplier"] = state["multiplier"][:, ::-1].copy()
+            del state["kernel_norm"]                     # Z is then computed from the weights
+            state["kernel_norm_initialized"] = np.asarray(False)
+            fields = dict(l_max=config.l_max, n_scales=config.n_scales,
+                          decay_min=config.decay_min, decay_max=config.decay_max,
+                          interpolation=config.interpolation)
+            return sgconv.from_state_dict(state, dtype=dtype, backend=backend, **fields)
+        return params
+
+    return {"apply": apply, "init": init}
+
+
 _LOCK = threading.Lock()
 _ORIGINAL: dict = {}
+_PUBLIC: dict = {}
 _DEPTH = [0]
 
 
 def install() -> list[str]:
-    """Register every broken backend and patch sgconv._ops; returns the backend names.
+    """Register every broken backend and patch sgconv._ops, sgconv.apply and sgconv.init;
+    returns the backend names.
 
     Nestable: the patches are removed by the matching number of :func:`uninstall` calls.
     """
@@ -166,6 +277,10 @@ def install() -> list[str]:
                 _ORIGINAL[attr] = getattr(_ops, attr)
             for attr, fn in _patched(dict(_ORIGINAL)).items():
                 setattr(_ops, attr, fn)
+            for attr in ("apply", "init"):
+                _PUBLIC[attr] = getattr(sgconv, attr)
+            for attr, fn in _public(dict(_PUBLIC)).items():
+                setattr(sgconv, attr, fn)
             for bug in BUGS:
                 cls = _CLASSES.get(bug, BrokenBackend)
                 sgconv.register_backend(backend_name(bug), lambda cls=cls, bug=bug: cls(bug),
@@ -175,7 +290,7 @@ def install() -> list[str]:
 
 
 def uninstall() -> None:
-    """Undo :func:`install`: restore sgconv._ops and unregister the broken backends.
+    """Undo :func:`install`: restore the patched functions, unregister the broken backends.
 
     sgconv has no public way to unregister a backend, so the registry entries are removed
     from sgconv._switch directly (a test-only need).
@@ -188,6 +303,9 @@ def uninstall() -> None:
             for attr, fn in _ORIGINAL.items():
                 setattr(_ops, attr, fn)
             _ORIGINAL.clear()
+            for attr, fn in _PUBLIC.items():
+                setattr(sgconv, attr, fn)
+            _PUBLIC.clear()
             for bug in BUGS:
                 _switch._REGISTRY.pop(backend_name(bug), None)
                 _switch._INSTANCES.pop(backend_name(bug), None)
@@ -201,3 +319,62 @@ def installed():
         yield names
     finally:
         uninstall()
+
+
+# --- bugs in the framework layers -------------------------------------------------------------
+
+def _framework_patch(bug: str):
+    """(object, attribute, misbehaving replacement) for a FRAMEWORK_BUGS entry."""
+    if bug.startswith("torch_"):
+        from sgconv.torch import SGConv
+        forward = SGConv.forward
+        if bug == "torch_stale_cache":
+            def stale(self, u, return_kernel=False):
+                # eval: the parameters as they were at the first eval call
+                import torch
+                if self.training or torch.is_grad_enabled():
+                    return forward(self, u, return_kernel)
+                first = self.__dict__.setdefault(
+                    "_first_state", {k: v.clone() for k, v in self.state_dict().items()})
+                now = {k: v.clone() for k, v in self.state_dict().items()}
+                self.load_state_dict(first)
+                try:
+                    return forward(self, u, return_kernel)
+                finally:
+                    self.load_state_dict(now)
+            return SGConv, "forward", stale
+
+        def dropout_in_eval(self, u, return_kernel=False):
+            training = self.training
+            self.training = True
+            try:
+                return forward(self, u, return_kernel)
+            finally:
+                self.training = training
+        return SGConv, "forward", dropout_in_eval
+    import sgconv.jax as sgj
+    if bug == "jax_deterministic_ignored":
+        apply = sgj.apply
+
+        def ignores(params, u, *, deterministic=False, key=None, **kwargs):
+            return apply(params, u, key=key if key is not None else 0, **kwargs)
+        return sgj, "apply", ignores
+    prepare = sgj.prepare
+
+    def without_d(params, length, **kwargs):
+        params = sgj.as_jax_params(params)
+        return prepare(params.replace(D=params.D * 0), length, **kwargs)
+    return sgj, "prepare", without_d
+
+
+@contextlib.contextmanager
+def framework_bug(bug: str):
+    """FRAMEWORK_BUGS[bug] planted inside the block (its framework must be importable)."""
+    importlib.import_module(FRAMEWORK_BUGS[bug][0])
+    owner, attr, fn = _framework_patch(bug)
+    original = getattr(owner, attr)
+    setattr(owner, attr, fn)
+    try:
+        yield
+    finally:
+        setattr(owner, attr, original)

@@ -21,14 +21,14 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import Phase, given, seed, settings
 
 import sgconv
 from sgconv import _decode, _switch
 from sgconv.backends.numpy import NumpyBackend
 
-from .. import decoding, hypothesis_profiles
+from .. import decoding
 from ..examples import Example
+from ..test_decoding import decoding_test
 
 BUGS = {
     "leave": "a run's sums drop the input leaving the next run instead of its own",
@@ -58,10 +58,10 @@ class _BrokenMoments(NumpyBackend):
 class _BrokenRing(NumpyBackend):
     name = "broken_decode_ring"
 
-    def set_rows(self, x, index, value):
+    def set_slice(self, x, index, value):
         if np.ndim(index) == 0:                                     # a step's new input
             index = (index + 1) % x.shape[0]
-        return super().set_rows(x, index, value)
+        return super().set_slice(x, index, value)
 
 
 def _wide_moments_off_by_one(original):
@@ -121,17 +121,11 @@ def test_bug_is_caught_on_fixed_examples(broken, bug):
 
 
 @pytest.mark.parametrize("bug", sorted(BUGS))
-def test_bug_is_caught_by_the_ci_draws(broken, bug):
-    ci = settings.get_profile("ci")
-
-    @seed(hypothesis_profiles.CI_SEED)
-    @settings(ci, phases=(Phase.explicit, Phase.generate), report_multiple_bugs=False)
-    @given(ex=decoding.decoding_examples())
-    def run(ex):
-        decoding.check_decoding(f"broken_decode_{bug}", ex)
-
-    with pytest.raises(AssertionError):
-        run()
+def test_bug_is_caught_by_the_ci_examples(broken, bug):
+    """The decoding property run exactly as the ``ci`` profile runs it fails."""
+    test = decoding_test(f"ci_test_of_{bug}", profile="ci")
+    with pytest.raises(AssertionError, match="check_decoding"):
+        test(backend_name=f"broken_decode_{bug}")
 
 
 def _float32_sums(bk, params, prefix):

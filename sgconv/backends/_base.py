@@ -185,6 +185,10 @@ class Backend:
     def zeros(self, shape, dtype: str, like=None):
         raise NotImplementedError
 
+    def empty(self, shape, dtype: str, like=None):
+        """An array to be filled (uninitialised where the framework allows it)."""
+        return self.zeros(shape, dtype, like)
+
     # --- the operations the generic math needs -----------------------------------------
 
     def next_fast_len(self, n: int) -> int:
@@ -210,6 +214,11 @@ class Backend:
         k_f = k_f.reshape(k_f.shape[:2] + (1,) * (u.ndim - 3) + k_f.shape[-1:])
         return self.irfft(self.rfft(u, n)[:, None] * k_f, n)[..., :keep]
 
+    def set_slice(self, x, index, value):
+        """x with x[index] = value: in place where arrays are mutable (JAX: ``.at[].set``)."""
+        x[index] = value
+        return x
+
     def take(self, x, index: np.ndarray):
         """x[..., index] for a NumPy integer index (the upsampling gather)."""
         return self.xp.take(x, self.asarray(index, like=x), axis=-1)
@@ -223,13 +232,6 @@ class Backend:
 
     def flip_last(self, x):
         return x[..., ::-1]
-
-    def set_rows(self, x, index, value):
-        """x with x[index] = value along the first axis (index: an int, a 0-d or 1-d int
-        array); in place where the framework allows it, so a step of the decoder does not
-        copy its input history.  Returns the result (JAX: a new array)."""
-        x[index] = value
-        return x
 
     def take_rows(self, x, index):
         """x[index] along the first axis for an int array ``index`` (the decoder's gather

@@ -210,13 +210,11 @@ class JaxBackend(Backend):
             x, cpu=lambda x: hartley_irfft(jnp, x, n, keep),
             default=lambda x: jnp.fft.irfft(x, n=n, axis=-1)[..., :keep])
 
-    def set_rows(self, x, index, value):
-        """x.at[index].set(value): a new array; under jit with the input donated (or as
-        a scan carry) XLA writes it in place."""
-        return x.at[index].set(value)
-
     def float64_supported(self) -> bool:
         return self.x64_enabled()
+
+    def set_slice(self, x, index, value):
+        return x.at[index].set(value)
 
     def take(self, x, index):
         # The upsampling gather: indices are static, in range and non-decreasing.

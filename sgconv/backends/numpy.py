@@ -57,6 +57,9 @@ class NumpyBackend(Backend):
     def zeros(self, shape, dtype: str, like=None):
         return np.zeros(shape, dtype=dtype)
 
+    def empty(self, shape, dtype: str, like=None):
+        return np.empty(shape, dtype=dtype)
+
     def next_fast_len(self, n: int) -> int:
         return scipy.fft.next_fast_len(n, real=True)
 

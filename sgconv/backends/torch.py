@@ -123,6 +123,10 @@ class TorchBackend(Backend):
         device = None if like is None else like.device
         return self.torch.zeros(tuple(shape), dtype=getattr(self.torch, dtype), device=device)
 
+    def empty(self, shape, dtype: str, like=None):
+        device = None if like is None else like.device
+        return self.torch.empty(tuple(shape), dtype=getattr(self.torch, dtype), device=device)
+
     # --- the operations the generic math needs -----------------------------------------
 
     def next_fast_len(self, n: int) -> int:
@@ -298,6 +302,9 @@ def _custom_ops(torch) -> dict:
             "sgconv::fft_conv", mutates_args=(),
             schema="(Tensor u, Tensor k_f, int n, int keep, bool save_spectrum) -> (Tensor, Tensor)")
         def fft_conv(u, k_f, n, keep, save_spectrum):
+            if u.shape[0] == 0:                                    # MKL refuses empty FFTs
+                empty = u.new_zeros((0, k_f.shape[0], *u.shape[1:-1], n))[..., :keep]
+                return empty, u.new_zeros((0, *u.shape[1:-1], n // 2 + 1), dtype=k_f.dtype)
             k = spectrum_view(k_f, u.ndim)                         # (C, H, ..., F)
             u_f = torch.fft.rfft(u, n=n)[:, None]                  # (B, 1, H, ..., F)
             if save_spectrum:
@@ -329,15 +336,17 @@ def _custom_ops(torch) -> dict:
             schema="(Tensor g, Tensor u_conj, Tensor k_f, int n, int length, bool need_u, "
                    "bool need_k) -> (Tensor, Tensor)")
         def fft_conv_backward(g, u_conj, k_f, n, length, need_u, need_k):
+            if g.shape[0] == 0:                                    # empty batch: no gradient
+                grad_u = g.new_zeros((0, *g.shape[2:-1], n))[..., :length] if need_u \
+                    else g.new_empty((0,))
+                grad_k = torch.zeros_like(k_f) if need_k else g.new_empty((0,))
+                return grad_u, grad_k
             g_f = torch.fft.rfft(g, n=n)                           # (B, C, H, ..., F)
             grad_u = grad_k = g.new_empty((0,))
             if need_k:
                 # sum over b one slice at a time, into one buffer: no (B, C, H, ..., F)
                 # temporary (einsum permutes g_f into a copy; measured slower)
-                if g_f.shape[0] == 0:                              # empty batch
-                    acc = g_f.new_zeros(g_f.shape[1:])
-                else:
-                    acc = g_f[0] * u_conj[0]                       # (C, H, ..., F)
+                acc = g_f[0] * u_conj[0]                           # (C, H, ..., F)
                 for b in range(1, g_f.shape[0]):
                     acc.addcmul_(g_f[b], u_conj[b])
                 acc = acc.reshape(*acc.shape[:2], -1, acc.shape[-1]).sum(2)  # block axes

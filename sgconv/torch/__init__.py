@@ -32,6 +32,6 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
         f"pip install 'sgconv[torch]'") from _exc
 
 from . import functional  # noqa: E402
-from ._module import GConv, SGConv  # noqa: E402
+from ._module import GConv, SGConv, ShortKernelWarning  # noqa: E402
 
-__all__ = ["SGConv", "GConv", "functional"]
+__all__ = ["SGConv", "GConv", "ShortKernelWarning", "functional"]

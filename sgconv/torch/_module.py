@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -14,7 +15,31 @@ from .._config import SGConvConfig
 from .._decode import DecodeState
 from .functional import _bk, _compute_dtype, run_layer
 
-__all__ = ["SGConv", "GConv"]
+__all__ = ["SGConv", "GConv", "ShortKernelWarning"]
+
+
+class ShortKernelWarning(UserWarning):
+    """An SGConv layer built with the released default ``l_max=1``: its kernel is local."""
+
+
+def _resolve_l_max(l_max, d_model, kernel_dim, n_scales, cls_name: str) -> int:
+    """l_max, or the released default 1 with a warning that says what it means.
+
+    The released module defaults to l_max=1, which gives N = 1 scale: a kernel of only
+    K = kernel_dim taps (64), so the layer is a short local convolution and longer
+    sequences see a zero-padded kernel.  Kept for drop-in compatibility, never silently.
+    """
+    if l_max is not None:
+        return l_max
+    K = kernel_dim * 2 ** ((n_scales or 1) - 1) if isinstance(kernel_dim, int) else kernel_dim
+    warnings.warn(
+        f"{cls_name}(d_model={d_model}) was built without l_max, so it keeps the released "
+        f"default l_max=1: its kernel has only K={K} taps and every sequence longer than that "
+        f"is convolved with a kernel that stops at K, i.e. a local convolution, not a global "
+        f"one.  Pass l_max=<the longest sequence length> for SGConv's global kernel (or "
+        f"l_max=1 explicitly to keep this one without the warning).",
+        ShortKernelWarning, stacklevel=3)
+    return 1
 
 _MODE_TOKENS = {"cat", "randn", "cos", "nearest", "learnable", "fixed"}
 
@@ -75,7 +100,10 @@ class SGConv(nn.Module):
     forward, which has no side effects and compiles with ``torch.compile(fullgraph=True)``.
 
     Args (the released keywords where they exist):
-        d_model (H): width.  l_max: the longest sequence the kernel is built for.
+        d_model (H): width.  l_max: the longest sequence the kernel is built for.  Left
+            out, it is the released module's default 1, which builds a LOCAL kernel of
+            kernel_dim taps (longer sequences see a kernel zero-padded past K): a
+            ShortKernelWarning says so at construction.  Pass the sequence length.
         channels (C): kernels per channel.  bidirectional: add an anti-causal half.
         kernel_dim (d): sub-kernel length (64).  n_scales (N): default 1+ceil(log2(l_max/d)).
         decay_min, decay_max: the multiplier m = linspace(decay_min, decay_max, H) (2, 2).
@@ -113,7 +141,7 @@ class SGConv(nn.Module):
     time step as they do on a sequence.
     """
 
-    def __init__(self, d_model: int, l_max: int = 1, *, channels: int = 1,
+    def __init__(self, d_model: int, l_max: int | None = None, *, channels: int = 1,
                  bidirectional: bool = False, kernel_dim: int = 64, n_scales: int | None = None,
                  decay_min: float = 2.0, decay_max: float = 2.0, dropout: float = 0.0,
                  transposed: bool = True, activation: str = "gelu", mode: str = "cat_randn",
@@ -140,6 +168,7 @@ class SGConv(nn.Module):
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or lr <= 0):
             raise ValueError(f"lr must be None or a positive number, got {lr!r}")
         options = _parse_mode(mode)
+        l_max = _resolve_l_max(l_max, d_model, kernel_dim, n_scales, type(self).__name__)
         self.config = SGConvConfig(
             d_model=d_model, l_max=l_max, channels=channels, kernel_dim=kernel_dim,
             n_scales=n_scales, decay_min=decay_min, decay_max=decay_max,
@@ -287,7 +316,8 @@ class SGConv(nn.Module):
         None when caching is off.
 
         Caching is off under torch.compile and whenever autograd needs the kernel's
-        gradient.  The key holds every tensor the spectrum depends on by (storage address,
+        gradient.  The cache holds C * H * (n//2+1) complex numbers (about two length-L
+        inputs of batch 1), built a chunk of channels at a time.  The key holds every tensor the spectrum depends on by (storage address,
         version counter): in-place updates (optimiser steps, load_state_dict) bump the
         version, replaced tensors change the address, and the cache keeps the old tensors
         alive so that an address cannot be reused while it is stored.
@@ -467,7 +497,7 @@ def _finish_load(module: SGConv, incompatible_keys) -> None:
 class GConv(SGConv):
     """The released module's name, positional order and call convention, on :class:`SGConv`.
 
-    ``GConv(d_model, d_state=64, l_max=1, channels=1, bidirectional=False,
+    ``GConv(d_model, d_state=64, l_max=None, channels=1, bidirectional=False,
     activation='gelu', postact=None, hyper_act=None, dropout=0.0, transposed=True,
     verbose=False, shift=False, linear=False, mode='cat_randn', **kernel_args)`` with
     kernel_args kernel_dim, n_scales, decay_min, decay_max, init_scale, lr (and this
@@ -478,8 +508,8 @@ class GConv(SGConv):
     in [0, L) and the anti-causal half reversed in [L, 2L).
     """
 
-    def __init__(self, d_model: int, d_state: int = 64, l_max: int = 1, channels: int = 1,
-                 bidirectional: bool = False, activation: str = "gelu", postact=None,
+    def __init__(self, d_model: int, d_state: int = 64, l_max: int | None = None,
+                 channels: int = 1, bidirectional: bool = False, activation: str = "gelu", postact=None,
                  hyper_act=None, dropout: float = 0.0, transposed: bool = True,
                  verbose: bool = False, shift: bool = False, linear: bool = False,
                  mode: str = "cat_randn", **kernel_args):
