@@ -72,8 +72,9 @@ def _decoder_for(bk, source, cdtype: str) -> Decoder:
 def decode_state(dec: Decoder, batch: int) -> DecodeState:
     """The state of ``batch`` streams before any input (t = 0), to decode without a prompt.
 
-    Shapes: history (K + 1, B, H) in the compute dtype; run sums (P, B, H) (float64 for
-    a float32 layer); ``state.nbytes`` is its memory.
+    Shapes: history (K + 1, B, H) in the compute dtype; run sums (2, P - T, B, H), [S; M]
+    of the runs longer than one tap (float64 for a float32 layer; compensated hi/lo words
+    where no wider type exists); ``state.nbytes`` is its memory.
     """
     if not isinstance(dec, Decoder):
         raise TypeError(f"decode_state expects a Decoder (from sgconv.decoder(params)), got "

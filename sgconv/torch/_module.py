@@ -389,7 +389,9 @@ class SGConv(nn.Module):
 
         dtype: the input's dtype (float16/bfloat16 are computed in float32); device: where
         the streams' inputs will live (default: the layer's).  Tensors: history (K + 1, B, H)
-        in the compute dtype, run sums (P, B, H) in float64 for float32 layers, position ().
+        in the compute dtype, run sums (2, P - T, B, H) ([S; M] of the runs longer than one
+        tap; float64 for float32 layers, compensated hi/lo float64 words for float64 ones),
+        position ().
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1 (the number of streams), got "
