@@ -138,13 +138,17 @@ def fft_bound(a2, b2, y2, log2n: float, dtype: str, blocks: bool):
     return math.sqrt(3) * bound if blocks else bound
 
 
-def conv_bound(u, k, D, bidirectional: bool, dtype: str, *, k_err=None, blocks: bool = True):
+def conv_bound(u, k, D, bidirectional: bool, dtype: str, *, k_err=None, blocks: bool = True,
+               exact_conv=None):
     """Max-abs error bound per output row of conv(u, k, D) against the exact sums: (B, C, H, 1).
 
     u (B, H, L), k (C', H, Lk), D (C, H) or None: the exact values the backend was given.
     k_err: (C', H) 2-norm bounds of an error already in k (the layer's computed kernel).
     blocks: whether the backend may use overlap-add (any block_size other than 0).
-    Includes the reference's own float64 rounding of its direct sums.
+    Includes the reference's own float64 rounding of its direct sums.  exact_conv: the
+    float64 convolution the norms are taken of (default reference.conv, O(L^2); a float64
+    FFT for very long L: its rounding, eps64 log2(n) relative, is negligible beside a
+    float32 bound, so use it for float32 comparisons only).
     """
     u = np.asarray(u, dtype=np.float64)
     B, H, L = u.shape
@@ -152,7 +156,7 @@ def conv_bound(u, k, D, bidirectional: bool, dtype: str, *, k_err=None, blocks: 
     keff = _two_sided_magnitude(k, D, bidirectional, L)                    # (C, H, a + Lk)
     log2n = log2_fft_length(L, keff.shape[-1])
     u2, k2 = norm2(u), norm2(keff)                                         # (B, H), (C, H)
-    y2 = norm2(reference.conv(u, k, D, bidirectional))                     # (B, C, H)
+    y2 = norm2((exact_conv or reference.conv)(u, k, D, bidirectional))     # (B, C, H)
     bound = fft_bound(u2[:, None], k2[None], y2, log2n, dtype, blocks)     # (B, C, H)
     if k_err is not None:
         C = keff.shape[0]
@@ -202,7 +206,7 @@ def kernel_bound(state, config, length: int, dtype: str):
     return (eps(dtype) + EPS64) * count[None] * env
 
 
-def _layer_forward(state, config, u, dtype, blocks):
+def _layer_forward(state, config, u, dtype, blocks, exact_conv=None):
     """Shared forward quantities of the layer bounds (u in (B, H, L))."""
     u = np.asarray(u, dtype=np.float64)
     L = u.shape[-1]
@@ -210,17 +214,19 @@ def _layer_forward(state, config, u, dtype, blocks):
     k = reference.kernel(state, taps, config.interpolation)                # (C', H, taps)
     k_err = norm2(kernel_bound(state, config, taps, dtype))                # (C', H)
     D = np.asarray(state["D"], dtype=np.float64)
-    dz = conv_bound(u, k, D, config.bidirectional, dtype, k_err=k_err, blocks=blocks)
-    z = reference.conv(u, k, D, config.bidirectional)                      # (B, C, H, L)
+    dz = conv_bound(u, k, D, config.bidirectional, dtype, k_err=k_err, blocks=blocks,
+                    exact_conv=exact_conv)
+    z = (exact_conv or reference.conv)(u, k, D, config.bidirectional)      # (B, C, H, L)
     return k, k_err, D, z, dz
 
 
-def layer_bound(state, config, u, dtype: str, *, blocks: bool = True):
+def layer_bound(state, config, u, dtype: str, *, blocks: bool = True, exact_conv=None):
     """Elementwise error bound of the layer output (B, H, L) against reference.layer (part 4).
 
-    u: (B, H, L) (transpose the result for the (B, L, H) layout).
+    u: (B, H, L) (transpose the result for the (B, L, H) layout).  exact_conv: see
+    :func:`conv_bound`.
     """
-    k, k_err, D, z, dz = _layer_forward(state, config, u, dtype, blocks)
+    k, k_err, D, z, dz = _layer_forward(state, config, u, dtype, blocks, exact_conv)
     B, C, H, L = z.shape
     e = eps(dtype) + EPS64
     y = reference.gelu(z)                                                  # (B, C, H, L)

@@ -13,12 +13,19 @@ Quick start::
     y = sgconv.apply(params, np.random.randn(2, 64, 4096).astype("float32"))
 
 Backends: ``sgconv.use('torch')``, ``with sgconv.using('jax'): ...``.
+
+Step-by-step decoding of causal layers (O(d log L) per token)::
+
+    dec = sgconv.decoder(params)
+    y, state = sgconv.prefill(dec, prompt)           # (B, H, T)
+    y_t, state = sgconv.step(dec, state, u_t)        # (B, H) -> (B, H)
 """
 
 from . import interop
 from ._api import Prepared, apply, conv, kernel, prepare
 from ._config import SGConvConfig
 from ._checkpoint import CheckpointError, load, save
+from ._decode_api import DecodeState, Decoder, decode_state, decoder, prefill, step
 from ._ops import get_memory_budget, memory_budget, set_memory_budget
 from ._params import Params, from_state_dict, init, to_state_dict
 from ._switch import (BackendInfo, available_backends, backend, get_backend, known_backends,
@@ -34,4 +41,5 @@ __all__ = [
     "use", "using", "get_backend", "backend", "available_backends", "known_backends",
     "register_backend", "BackendInfo", "Backend", "BackendUnavailableError", "interop",
     "__version__",
+    "Decoder", "DecodeState", "decoder", "decode_state", "prefill", "step",
 ]

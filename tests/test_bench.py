@@ -79,6 +79,7 @@ def test_own_modules_define_benchmarks():
                             "JaxInference.time_forward", "FFTLength.time_rfft_irfft"],
         "numpy_floor": ["NumpyConvFloor.time_sgconv_conv", "NumpyConvFloor.time_floor",
                         "NumpyConvFloor.track_ratio_to_floor"],
+        "bench_decode": ["DecodeToken.time_token", "DecodeToken.peakmem_state"],
     }
     for module_name, names in expected.items():
         module = importlib.import_module(f"asv_benchmarks.{module_name}")
@@ -167,3 +168,23 @@ def test_numpy_floor_sides_compute_the_same_convolution():
                                     case.k[0, h].astype(np.float64))[:300]
                         for h in range(3)] for b in range(2)])
     assert np.max(np.abs(reference - direct)) <= tol
+
+
+def test_decode_cases_agree_and_compare_decode_runs():
+    """The three per-token methods of bench_decode give the same output, and
+    compare_decode.py prints its table (small sizes)."""
+    from asv_benchmarks.decode_cases import METHODS, make_case
+
+    outputs = {}
+    for method in METHODS:
+        case, inputs = make_case("numpy", method, 256, 2, H=4)
+        outputs[method] = [case.call(inputs[i]) for i in range(3)]
+    for method in ("recompute", "dot"):
+        for a, b in zip(outputs["step"], outputs[method]):
+            assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), method
+    out = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "compare_decode.py"),
+                          "--backends", "numpy", "--lengths", "256", "--batches", "1",
+                          "--d-model", "4", "--calls", "0.02"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "| numpy | 256 | 1 |" in out.stdout

@@ -233,6 +233,39 @@ class Backend:
     def flip_last(self, x):
         return x[..., ::-1]
 
+    def take_rows(self, x, index):
+        """x[index] along the first axis for an int array ``index`` (the decoder's gather
+        of the history rows it needs)."""
+        return x[index]
+
+    def contract_rows(self, coef, x):
+        """sum_p coef[p, c, h] x[p, b, h] -> (B, C, H): the decoder's output from its run
+        sums (coef (P, C, H), x (P, B, H), one dtype)."""
+        return self.xp.einsum("pch,pbh->bch", coef, x)
+
+    def update_runs(self, sums, rows, lengths):
+        """One decoding step of the run sums (sgconv._decode): with enter = rows[:-1] and
+        leave = rows[1:] (the inputs entering and leaving each of the P runs),
+
+            M <- M + S - l * leave,      S <- S + enter - leave
+
+        sums: [S; M] (2, P, B, H) in the accumulator dtype; rows (P + 1, B, H) in the
+        compute dtype (cast exactly: float32 -> float64), a fresh array the update may
+        overwrite; lengths (P, 1, 1), powers of two in the compute dtype (so l * leave is
+        exact in it).  Returns the new [S; M].  The default builds a new array; NumPy and
+        PyTorch update ``sums`` in place.
+        """
+        rows = self.cast(rows, self.dtype_name(sums))
+        S, M = sums[0], sums[1]
+        enter, leave = rows[:-1], rows[1:]
+        return self.concat([(S + (enter - leave))[None], (M + S - lengths * leave)[None]],
+                           axis=0)
+
+    def float64_supported(self) -> bool:
+        """Whether this backend can compute in float64 here (the decoder keeps float32
+        layers' running sums in float64 when it can)."""
+        return True
+
     def sqrt(self, x):
         return self.xp.sqrt(x)
 

@@ -210,6 +210,9 @@ class JaxBackend(Backend):
             x, cpu=lambda x: hartley_irfft(jnp, x, n, keep),
             default=lambda x: jnp.fft.irfft(x, n=n, axis=-1)[..., :keep])
 
+    def float64_supported(self) -> bool:
+        return self.x64_enabled()
+
     def set_slice(self, x, index, value):
         return x.at[index].set(value)
 

@@ -92,6 +92,21 @@ class NumpyBackend(Backend):
     def take(self, x, index):
         return np.take(x, index, axis=-1)
 
+    def update_runs(self, sums, rows, lengths):
+        """In place, five passes and no temporary: new (P, B, H) arrays every step cost 7x
+        the in-place update (H=256, P=713, B=1, float64: 3.4-5.7 ms vs 0.5 ms per step on
+        the project's CPU), and a float64 temporary for l * leave 1.5 ms of page faults at
+        B=8.  The float32 inputs are added to the float64 sums exactly, and ``rows`` (the
+        gather's own copy) is scaled in place by l, exactly (l is a power of two)."""
+        S, M = sums[0], sums[1]
+        np.add(M, S, out=M)                                         # uses S before the step
+        np.add(S, rows[:-1], out=S, dtype=S.dtype)
+        np.subtract(S, rows[1:], out=S, dtype=S.dtype)
+        leave = rows[1:]
+        leave *= lengths                                            # l * leave, exact
+        np.subtract(M, leave, out=M, dtype=M.dtype)
+        return sums
+
     def erf(self, x):
         return scipy.special.erf(x)
 

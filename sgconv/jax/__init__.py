@@ -14,6 +14,8 @@
 - :func:`prepare` (params, L) -> :class:`Prepared`: the kernel's spectrum computed once,
   for inference; ``apply(prepared, u)`` then skips rebuilding the kernel.
 - :class:`SGConv`: a callable layer object that is itself a pytree.
+- :func:`decoder`, :func:`prefill`, :func:`step`, :func:`decode_state`: step-by-step
+  decoding of a causal layer, pure functions over pytrees (``step`` jits and scans).
 - :func:`trainable`: the mask of trained leaves (False for the state m and Z).
 - :func:`as_jax_params`: parameters of any backend (``from_state_dict``, ``load``) as JAX.
 
@@ -38,6 +40,7 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
 from ._functional import (Prepared, apply, as_jax_params, init, kernel, prepare,  # noqa: E402
                           trainable)
 from ._layer import SGConv  # noqa: E402
+from ._decode import DecodeState, Decoder, decode_state, decoder, prefill, step  # noqa: E402
 
 __all__ = ["init", "kernel", "apply", "prepare", "Prepared", "trainable", "as_jax_params",
-           "SGConv"]
+           "SGConv", "Decoder", "DecodeState", "decoder", "decode_state", "prefill", "step"]

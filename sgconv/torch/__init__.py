@@ -11,6 +11,8 @@
 - :class:`SGConv`: the layer (same parameter names and shapes as the released module,
   Z computed at construction, side-effect-free forward, ``torch.compile(fullgraph=True)``,
   float16/bfloat16 inputs computed in float32, cached kernel spectrum in evaluation).
+- ``SGConv.prefill(u) -> (y, state)`` and ``SGConv.step(u_t, state) -> (y_t, state)``:
+  step-by-step decoding of a causal layer, O(d log L) per token (inference only).
 - :class:`GConv`: the released module's name, positional arguments and return value
   (``y, _ = layer(u)``; ``y, k = layer(u, return_kernel=True)``), built on :class:`SGConv`.
 - :mod:`sgconv.torch.functional`: ``kernel``, ``conv`` and ``layer`` as functions of tensors.

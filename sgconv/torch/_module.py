@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import _checks, _ops
+from .. import _checks, _decode, _ops
 from .._config import SGConvConfig
+from .._decode import DecodeState
 from .functional import _bk, _compute_dtype, run_layer
 
 __all__ = ["SGConv", "GConv", "ShortKernelWarning"]
@@ -128,6 +129,16 @@ class SGConv(nn.Module):
     ``inference_mode``, or frozen parameters), the kernel's spectrum is cached per
     (L, dtype, device) and rebuilt whenever a parameter changes (tensor version counters
     and storage), so repeated calls only transform the input.
+
+    A causal layer also decodes step by step (autoregressive generation)::
+
+        with torch.inference_mode():
+            y, state = layer.prefill(prompt)          # (B, H, T) by FFT, and the state after it
+            y_t, state = layer.step(u_t, state)       # (B, H) -> (B, H), O(d log L) per token
+
+    (:meth:`init_state` starts without a prompt).  A model of such layers steps each of
+    them in turn with its own state: norms, residual sums and pointwise MLPs act on one
+    time step as they do on a sequence.
     """
 
     def __init__(self, d_model: int, l_max: int | None = None, *, channels: int = 1,
@@ -196,6 +207,7 @@ class SGConv(nn.Module):
         self.register_buffer("kernel_norm_initialized",
                              torch.zeros((), dtype=torch.bool, device=device))
         self._spectrum_cache = None
+        self._decoder_cache = None
         self._norm_pending = False
         self.register_load_state_dict_post_hook(_finish_load)
         self.reset_parameters()
@@ -349,15 +361,105 @@ class SGConv(nn.Module):
                          block_size=None if prepared is not None else self.block_size,
                          channel_chunk=self.channel_chunk, return_kernel=return_kernel)
 
+    # --- step-by-step decoding ------------------------------------------------------------
+
+    def _decoding_check(self, what: str, u: torch.Tensor) -> None:
+        """Decoding is inference: no dropout, no gradients (the state is updated in place)."""
+        if self.config.bidirectional:
+            _decode.check_decodable(self.config)
+        if self.training and self.dropout_rate > 0:
+            raise RuntimeError(f"SGConv.{what} runs the layer in evaluation: this layer is in "
+                               f"training mode with dropout={self.dropout_rate}; call "
+                               f"layer.eval() before decoding")
+        if torch.is_grad_enabled() and (u.requires_grad
+                                        or any(p.requires_grad for p in self.parameters())):
+            raise RuntimeError(f"SGConv.{what} is for inference: gradients do not flow through "
+                               f"the decoding state (updated in place). Call it under "
+                               f"torch.no_grad() or torch.inference_mode()")
+
+    def _decoder(self, cdtype, device) -> _decode.Decoder:
+        """The core Decoder (run coefficients alpha, beta (P, C, H), float64 for a float32
+        layer) for this dtype and device: cached, and rebuilt when a parameter or buffer
+        changes (same key as the spectrum cache: storage address and version counter)."""
+        tensors = [*self.parameters(), *self.buffers()]
+        key = (cdtype, device, torch.is_inference_mode_enabled(),
+               tuple((t.data_ptr(), t._version) for t in tensors))
+        cache = self._decoder_cache
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        with torch.no_grad():
+            dec = _decode.make_decoder(_bk(), self.config, self._arrays(cdtype, device))
+        self._decoder_cache = (key, dec, tuple(t.detach() for t in tensors))
+        return dec
+
+    def init_state(self, batch_size: int, *, dtype=torch.float32, device=None) -> DecodeState:
+        """The decoding state of ``batch_size`` streams before any input (t = 0).
+
+        dtype: the input's dtype (float16/bfloat16 are computed in float32); device: where
+        the streams' inputs will live (default: the layer's).  Tensors: history (K + 1, B, H)
+        in the compute dtype, run sums (2, P - T, B, H) ([S; M] of the runs longer than one
+        tap; float64 for float32 layers, compensated hi/lo float64 words for float64 ones),
+        position ().
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1 (the number of streams), got "
+                             f"{batch_size!r}")
+        _decode.check_decodable(self.config)
+        device = self.D.device if device is None else torch.device(device)
+        return _decode.empty_state(_bk(), self._decoder(_compute_dtype(dtype), device),
+                                   batch_size)
+
+    def prefill(self, u: torch.Tensor):
+        """Run a prompt through the layer and return ``(y, state)`` to decode on from.
+
+        u: (B, H, T) (or (B, T, H) when not ``transposed``); y: the layer's output on it,
+        same layout and dtype (computed by FFT, as ``forward``); state: what
+        :meth:`step` needs to continue at t = T (a :class:`sgconv.DecodeState` of
+        tensors on u's device).  Inference only: call under ``torch.no_grad()`` or
+        ``torch.inference_mode()`` (RuntimeError otherwise), in evaluation mode when the
+        layer has dropout.  Each of the B streams is independent; all advance together.
+        """
+        u = _checks.check_input(_bk(), u, self.config.d_model, self.transposed)
+        self._decoding_check("prefill", u)
+        cdtype, device = _compute_dtype(u.dtype), u.device
+        dec = self._decoder(cdtype, device)
+        y = self.forward(u)
+        x = (u if self.transposed else u.transpose(-1, -2)).to(cdtype)   # (B, H, T)
+        return y, _decode.prefill_state(_bk(), dec, x)
+
+    def step(self, u_t: torch.Tensor, state: DecodeState):
+        """One decoding step: ``(y_t, state)`` for the next input u_t (B, H) of each stream.
+
+        y_t (B, H) equals column t of ``forward`` on the whole sequence so far (t = the
+        inputs the state has consumed; the same for every layout).  Costs O(P) per channel,
+        P = 2d + (N-2)(d+1) affine runs of the kernel (O(K) with 'learnable' decay, whose
+        kernel is not piecewise affine: there it is an exact dot product with the cached
+        kernel).  The state's input history is updated in place; use the state returned.
+        Inference only, as :meth:`prefill`.
+        """
+        bk = _bk()
+        if not isinstance(u_t, torch.Tensor):
+            raise TypeError(f"u_t must be a torch.Tensor (B, H), got {type(u_t).__name__}")
+        self._decoding_check("step", u_t)
+        _checks.check_float(bk, "u_t", u_t)
+        cdtype = _compute_dtype(u_t.dtype)
+        _decode.check_state(bk, self.config, str(cdtype).removeprefix("torch."), state)
+        _decode.check_step_input(bk, self.config, state, u_t)
+        dec = self._decoder(cdtype, u_t.device)
+        y, state = _decode.step(bk, dec, state, u_t.to(cdtype))
+        return y.to(u_t.dtype), state
+
     # --- housekeeping ------------------------------------------------------------------
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_spectrum_cache"] = None       # pickling / deepcopy carry weights, not the cache
+        state["_decoder_cache"] = None
         return state
 
     def _apply(self, *args, **kwargs):
         self._spectrum_cache = None           # .to(), .half(), .cuda(): drop the old device's
+        self._decoder_cache = None
         return super()._apply(*args, **kwargs)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
