@@ -19,10 +19,15 @@ from . import interop
 from ._api import Prepared, apply, conv, kernel, prepare
 from ._config import SGConvConfig
 from ._ops import get_memory_budget, memory_budget, set_memory_budget
-from ._params import Params, from_state_dict, init, load, save, to_state_dict
+from ._params import Params, from_state_dict, init, to_state_dict
 from ._switch import (BackendInfo, available_backends, backend, get_backend, known_backends,
                       register_backend, use, using)
 from .backends._base import Backend, BackendUnavailableError
+# Two-dimensional SGConv; save/load store and read 1D and 2D parameters alike.
+from ._api2d import Prepared2d, apply2d, conv2d, kernel2d, prepare2d
+from ._config2d import SGConv2dConfig
+from ._params2d import (Params2d, from_state_dict2d, init2d, load, save,  # noqa: E402
+                        to_state_dict2d)
 
 __version__ = "0.1.0"
 
@@ -33,4 +38,6 @@ __all__ = [
     "use", "using", "get_backend", "backend", "available_backends", "known_backends",
     "register_backend", "BackendInfo", "Backend", "BackendUnavailableError", "interop",
     "__version__",
+    "SGConv2dConfig", "Params2d", "init2d", "kernel2d", "conv2d", "apply2d", "prepare2d",
+    "Prepared2d", "to_state_dict2d", "from_state_dict2d",
 ]
