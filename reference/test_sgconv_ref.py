@@ -544,6 +544,7 @@ def test_reference_never_imports_sgconv():
         "import sys, reference\n"
         "s = reference.init_state(2, 16, kernel_dim=4, rng=0)\n"
         "reference.layer(s, [[[1.0] * 5] * 2])\n"
+        "reference.layer2d(reference.init_state2d(2, 4, kernel_dim=2, rng=0), [[[[1.0] * 3] * 2] * 2])\n"
         "bad = sorted(m for m in sys.modules if m == 'sgconv' or m.startswith('sgconv.'))\n"
         "assert not bad, bad\n"
     )
@@ -551,6 +552,7 @@ def test_reference_never_imports_sgconv():
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     import reference
+    import reference.sgconv2d_ref as module2d
     import reference.sgconv_ref as module
 
-    assert sorted(reference.__all__) == sorted(module.__all__)
+    assert sorted(reference.__all__) == sorted(module.__all__ + module2d.__all__)
