@@ -93,11 +93,11 @@ def kernel_spectrum2d(bk, kx, ky, D, plan: Plan2d):
     kernels' spectra, plus D (C, H) or None at lag (0, 0).
 
     kx (2C, H, tx), ky (2C, H, ty): bidirectional axis kernels; each is laid out as in 1D
-    (k0 from lag 0 on, k1 reversed at the end of the length-n buffer).
+    (k0 from lag 0 on, the plan's anti-causal taps of k1 reversed at the end of the
+    length-n buffer) inside the backend's hook.
     """
-    lx = _ops.kernel_layout(bk, kx, None, plan.x, True)            # (C, H, <= nx)
-    ly = _ops.kernel_layout(bk, ky, None, plan.y, True)            # (C, H, <= ny)
-    return bk.spectrum2d(lx, ly, D, plan.x.n, plan.y.n)            # (C, H, nx, ny//2+1)
+    return bk.spectrum2d(kx, ky, D, plan.x.n, plan.y.n, plan.x.anti_taps,
+                         plan.y.anti_taps)                         # (C, H, nx, ny//2+1)
 
 
 def conv2d_with_spectrum(bk, u, k_f, plan: Plan2d):

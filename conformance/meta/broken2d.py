@@ -56,8 +56,8 @@ class Broken2dBackend(NumpyBackend):
 
 
 class _DMissing(Broken2dBackend):
-    def spectrum2d(self, kx, ky, D, nx, ny):
-        return super().spectrum2d(kx, ky, None, nx, ny)
+    def spectrum2d(self, kx, ky, D, nx, ny, ax, ay):
+        return super().spectrum2d(kx, ky, None, nx, ny, ax, ay)
 
 
 class _AntiShift(Broken2dBackend):

@@ -227,17 +227,22 @@ class Backend:
         """Inverse of :meth:`rfft2`: a real array whose last two axes are (nx, ny)."""
         return self.xp.fft.irfft2(x, s=(nx, ny), axes=(-2, -1))
 
-    def spectrum2d(self, kx, ky, D, nx: int, ny: int):
+    def spectrum2d(self, kx, ky, D, nx: int, ny: int, ax: int, ay: int):
         """The 2D kernel's spectrum from the two axis kernels, D folded into lag (0, 0):
 
-            K[c, h, fx, fy] = FFT_nx(kx)[c, h, fx] * RFFT_ny(ky)[c, h, fy] + D[c, h]
+            K[c, h, fx, fy] = FFT_nx(lay(kx))[c, h, fx] * RFFT_ny(lay(ky))[c, h, fy] + D[c, h]
 
-        kx (C, H, mx <= nx), ky (C, H, my <= ny): real axis kernels laid out for FFTs of
-        length nx and ny (sgconv._ops.kernel_layout); D (C, H) or None.  Returns
+        kx (2C, H, tx), ky (2C, H, ty): bidirectional axis kernels; lay() is the 1D layout
+        (sgconv._ops.kernel_layout): k0 from lag 0 on, the first ``ax`` (``ay``) taps of k1
+        reversed at the end of the length-nx (ny) buffer.  D (C, H) or None.  Returns
         (C, H, nx, ny//2 + 1) complex: the outer product of the 1D spectra, so the (X, Y)
-        kernel is never formed in space.
+        kernel is never formed in space.  (The layout is part of the hook so that a backend
+        can keep it inside one custom op: see sgconv/backends/_torch_ops2d.py.)
         """
-        k_f = self.fft(kx, nx)[..., :, None] * self.rfft(ky, ny)[..., None, :]
+        from .._ops import FFTPlan, kernel_layout      # late: sgconv._ops imports this module
+        lx = kernel_layout(self, kx, None, FFTPlan(nx, nx, None, ax), True)   # (C, H, <= nx)
+        ly = kernel_layout(self, ky, None, FFTPlan(ny, ny, None, ay), True)   # (C, H, <= ny)
+        k_f = self.fft(lx, nx)[..., :, None] * self.rfft(ly, ny)[..., None, :]
         return k_f if D is None else k_f + D[..., None, None]
 
     def fft_conv2d(self, u, k_f, nx: int, ny: int):

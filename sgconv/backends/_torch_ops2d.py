@@ -5,17 +5,19 @@ registered backward op and a fake (meta) implementation, so that ``torch.compile
 them as opaque calls: no complex tensor enters an Inductor graph (PyTorch 2.13's Inductor
 miscompiles gradients of complex ops fused with index_put; see torch.py).
 
-* ``sgconv::spectrum2d(kx, ky, D, nx, ny)``: the 2D kernel's spectrum,
-  K = FFT_nx(kx)[..., :, None] * RFFT_ny(ky)[..., None, :] + D, (C, H, nx, ny//2+1).
+* ``sgconv::spectrum2d(kx, ky, D, nx, ny, ax, ay)``: the 2D kernel's spectrum from the
+  bidirectional axis kernels (2C, H, t), each laid out as in 1D (k0 from lag 0, the first
+  ax / ay taps of k1 reversed at the end of the buffer) inside the op,
+  K = FFT_nx(lay(kx))[..., :, None] * RFFT_ny(lay(ky))[..., None, :] + D, (C, H, nx, ny//2+1).
 * ``sgconv::fft_conv2d(u, K, nx, ny, save)``: y = irfft2(rfft2(u, (nx, ny)) * K)[..., :X, :Y].
 
 Backward, with G the incoming gradient (PyTorch's convention for a complex z: dL/dRe z +
 i dL/dIm z) and A = FFT(kx), Bf = RFFT(ky):
 
 * spectrum2d: grad_A = sum_fy G conj(Bf), grad_Bf = sum_fx G conj(A), grad_D = sum Re G;
-  then grad_kx = Re(nx ifft(grad_A)) (the adjoint of a full FFT of a real signal) and
-  grad_ky = ny irfft(grad_Bf w') with w' = 1/2 on the interior bins (irfft counts those
-  twice), as ``sgconv::rfft``'s backward.
+  then grad_lay(kx) = Re(nx ifft(grad_A)) (the adjoint of a full FFT of a real signal) and
+  grad_lay(ky) = ny irfft(grad_Bf w') with w' = 1/2 on the interior bins (irfft counts
+  those twice), as ``sgconv::rfft``'s backward; then the layout's adjoint (slices, flip).
 * fft_conv2d, with Gy = rfft2(g, (nx, ny)) (zero-padding g is the adjoint of the crop):
   grad_u = irfft2(sum_c Gy conj(K))[..., :X, :Y] (correlation) and
   grad_K = w sum_b Gy conj(U), w = 2/(nx ny) on the interior fy bins, 1/(nx ny) at fy = 0
@@ -46,48 +48,75 @@ def _register(torch) -> dict:
 
     # --- the kernel's spectrum: outer product of the axis spectra, plus D ------------------
 
-    @torch.library.custom_op("sgconv::spectrum2d", mutates_args=(),
-                             schema="(Tensor kx, Tensor ky, Tensor? D, int nx, int ny) -> Tensor")
-    def spectrum2d(kx, ky, D, nx, ny):
-        k_f = torch.fft.fft(kx, n=nx)[..., :, None] * torch.fft.rfft(ky, n=ny)[..., None, :]
+    def layout(k, a: int, n: int):
+        """The 1D bidirectional layout (sgconv._ops.kernel_layout), (2C, H, t) -> (C, H, <= n):
+        k0 from lag 0 on, k1[:a] reversed at the end.  Inside the op: Inductor's CPU code
+        for the gradient of this flip fused with F.interpolate's gradient (the sub-kernels'
+        upsampling) is the tiled atomic_add that writes out of bounds on PyTorch <= 2.13."""
+        C = k.shape[0] // 2
+        if a == 0:
+            return k[:C]
+        pad = torch.nn.functional.pad(k[:C], (0, n - k.shape[-1] - a))
+        return torch.cat([pad, k[C:, :, :a].flip(-1)], dim=-1)
+
+    def layout_adjoint(g, k, a: int, n: int):
+        """The adjoint of :func:`layout`: a gradient of the buffer (C, H, m) -> (2C, H, t)."""
+        C, t = k.shape[0] // 2, k.shape[-1]
+        out = g.new_zeros(k.shape)
+        m = min(t, g.shape[-1])
+        out[:C, :, :m] = g[..., :m]
+        if a > 0:
+            out[C:, :, :a] = g[..., n - a:].flip(-1)
+        return out
+
+    @torch.library.custom_op(
+        "sgconv::spectrum2d", mutates_args=(),
+        schema="(Tensor kx, Tensor ky, Tensor? D, int nx, int ny, int ax, int ay) -> Tensor")
+    def spectrum2d(kx, ky, D, nx, ny, ax, ay):
+        k_f = torch.fft.fft(layout(kx, ax, nx), n=nx)[..., :, None] * \
+            torch.fft.rfft(layout(ky, ay, ny), n=ny)[..., None, :]
         if D is not None:
             k_f += D[..., None, None]                              # lag (0, 0): every bin
         return k_f                                                 # (C, H, nx, ny//2+1)
 
     @spectrum2d.register_fake
-    def _(kx, ky, D, nx, ny):
-        return kx.new_empty((*kx.shape[:-1], nx, ny // 2 + 1), dtype=complex_of(kx.dtype))
+    def _(kx, ky, D, nx, ny, ax, ay):
+        return kx.new_empty((kx.shape[0] // 2, kx.shape[1], nx, ny // 2 + 1),
+                            dtype=complex_of(kx.dtype))
 
     @torch.library.custom_op(
         "sgconv::spectrum2d_backward", mutates_args=(),
-        schema="(Tensor grad, Tensor kx, Tensor ky, int nx, int ny) -> (Tensor, Tensor, Tensor)")
-    def spectrum2d_backward(grad, kx, ky, nx, ny):
-        a = torch.fft.fft(kx, n=nx)                                # (C, H, nx)
-        b = torch.fft.rfft(ky, n=ny)                               # (C, H, Fy)
+        schema="(Tensor grad, Tensor kx, Tensor ky, int nx, int ny, int ax, int ay) "
+               "-> (Tensor, Tensor, Tensor)")
+    def spectrum2d_backward(grad, kx, ky, nx, ny, ax, ay):
+        lx, ly = layout(kx, ax, nx), layout(ky, ay, ny)
+        a = torch.fft.fft(lx, n=nx)                                # (C, H, nx)
+        b = torch.fft.rfft(ly, n=ny)                               # (C, H, Fy)
         grad_a = (grad @ b.conj()[..., None])[..., 0]              # (C, H, nx): sum over fy
         grad_b = (a.conj()[..., None, :] @ grad)[..., 0, :]        # (C, H, Fy): sum over fx
-        grad_kx = (torch.fft.ifft(grad_a) * nx).real[..., :kx.shape[-1]]
+        grad_lx = (torch.fft.ifft(grad_a) * nx).real[..., :lx.shape[-1]]
         w = torch.ones(grad_b.shape[-1], dtype=grad_b.real.dtype, device=grad_b.device)
         w[1:(ny + 1) // 2] = 0.5                                   # interior bins
-        grad_ky = torch.fft.irfft(grad_b * w, n=ny)[..., :ky.shape[-1]] * ny
+        grad_ly = torch.fft.irfft(grad_b * w, n=ny)[..., :ly.shape[-1]] * ny
         grad_D = grad.real.sum((-2, -1))                           # (C, H)
-        return grad_kx.contiguous(), grad_ky.contiguous(), grad_D
+        return layout_adjoint(grad_lx, kx, ax, nx), layout_adjoint(grad_ly, ky, ay, ny), grad_D
 
     @spectrum2d_backward.register_fake
-    def _(grad, kx, ky, nx, ny):
-        return kx.new_empty(kx.shape), ky.new_empty(ky.shape), kx.new_empty(kx.shape[:-1])
+    def _(grad, kx, ky, nx, ny, ax, ay):
+        return kx.new_empty(kx.shape), ky.new_empty(ky.shape), \
+            kx.new_empty((kx.shape[0] // 2, kx.shape[1]))
 
     def spectrum2d_setup(ctx, inputs, output):
-        kx, ky, D, nx, ny = inputs
+        kx, ky, D, nx, ny, ax, ay = inputs
         ctx.save_for_backward(kx, ky)
-        ctx.n = (nx, ny)
+        ctx.geometry = (nx, ny, ax, ay)
 
     def spectrum2d_grad(ctx, grad):
         kx, ky = ctx.saved_tensors
-        grad_kx, grad_ky, grad_D = spectrum2d_backward(grad, kx, ky, *ctx.n)
+        grad_kx, grad_ky, grad_D = spectrum2d_backward(grad, kx, ky, *ctx.geometry)
         need = ctx.needs_input_grad
         return (grad_kx if need[0] else None, grad_ky if need[1] else None,
-                grad_D if need[2] else None, None, None)
+                grad_D if need[2] else None, None, None, None, None)
 
     spectrum2d.register_autograd(spectrum2d_grad, setup_context=spectrum2d_setup)
 

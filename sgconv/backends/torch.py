@@ -160,9 +160,10 @@ class TorchBackend(Backend):
     def irfft2(self, x, nx: int, ny: int):
         return self.torch.fft.irfft2(x, s=(nx, ny))
 
-    def spectrum2d(self, kx, ky, D, nx: int, ny: int):
-        """FFT(kx) (x) RFFT(ky) + D as the ``sgconv::spectrum2d`` custom op (with backward)."""
-        return self._ops2d()["spectrum2d"](kx, ky, D, nx, ny)
+    def spectrum2d(self, kx, ky, D, nx: int, ny: int, ax: int, ay: int):
+        """FFT(lay(kx)) (x) RFFT(lay(ky)) + D as the ``sgconv::spectrum2d`` custom op (the
+        layout, the FFTs and the product inside it; with a backward op)."""
+        return self._ops2d()["spectrum2d"](kx, ky, D, nx, ny, ax, ay)
 
     def fft_conv2d(self, u, k_f, nx: int, ny: int):
         """irfft2(rfft2(u) * k_f)[..., :X, :Y] as the ``sgconv::fft_conv2d`` custom op;
