@@ -16,6 +16,9 @@
 - :class:`SGConv`: a callable layer object that is itself a pytree.
 - :func:`trainable`: the mask of trained leaves (False for the state m and Z).
 - :func:`as_jax_params`: parameters of any backend (``from_state_dict``, ``load``) as JAX.
+- 2D SGConv (images, (B, H, X, Y)): :func:`init2d`, :func:`kernel2d`, :func:`apply2d`,
+  :func:`prepare2d`, :func:`trainable2d`, :func:`as_jax_params2d` over
+  :class:`sgconv.Params2d` (docs/jax.md, "Two-dimensional SGConv").
 
 The configuration is static (pytree metadata), everything works under ``jit``, ``grad``,
 ``vmap`` and ``value_and_grad``, and calls at the same shapes reuse one compiled program.
@@ -38,6 +41,9 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
 from ._functional import (Prepared, apply, as_jax_params, init, kernel, prepare,  # noqa: E402
                           trainable)
 from ._layer import SGConv  # noqa: E402
+from ._functional2d import (Prepared2d, apply2d, as_jax_params2d, init2d,  # noqa: E402
+                            kernel2d, prepare2d, trainable2d)
 
 __all__ = ["init", "kernel", "apply", "prepare", "Prepared", "trainable", "as_jax_params",
-           "SGConv"]
+           "SGConv", "init2d", "kernel2d", "apply2d", "prepare2d", "Prepared2d", "trainable2d",
+           "as_jax_params2d"]
