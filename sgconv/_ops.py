@@ -441,14 +441,16 @@ def mix_chunks(bk, convolve, H: int, C: int, chunk, out_weight, out_bias, dropou
     convolve(sl) -> (B, C, h, P): the convolution of the H channels in slice sl, P positions
     (P = L; the 2D layer passes X*Y).  chunk None: :func:`mix` of convolve(all).  Else the
     mixing splits by columns, out = b + sum_chunks W[:, chunk] @ dropout(GELU(conv(chunk))),
-    each chunk's output added into one (B, H, P) buffer.  ``like``: the input, for the
-    device of dropout's generator (one stream for all chunks).
+    each chunk's output added into one (B, H_out, P) buffer (H_out = out_weight's rows,
+    H).  ``like``: the input, for the device of dropout's generator (one stream for all
+    chunks).
     """
     if dropout > 0.0:
         rng = bk.dropout_rng(rng, like=like)                       # one stream for all chunks
     if chunk is None:
         return mix(bk, convolve(slice(None)), out_weight, out_bias, dropout, rng)  # (B, H, P)
-    W = out_weight.reshape(H, C, H)                                # (H, C, H): [o, c, h]
+    H_out = out_weight.shape[0]                                    # the mixing's output rows
+    W = out_weight.reshape(H_out, C, H)                            # (H_out, C, H): [o, c, h]
     out = None
     for i, h0 in enumerate(range(0, H, chunk)):
         sl = slice(h0, min(h0 + chunk, H))
@@ -457,8 +459,8 @@ def mix_chunks(bk, convolve, H: int, C: int, chunk, out_weight, out_bias, dropou
         z = bk.gelu(y.reshape(B, C_ * h, P))                       # (B, C*h, P)
         if dropout > 0.0:
             z = bk.dropout(z, dropout, bk.fold_rng(rng, i))
-        W_part = W[:, :, sl].reshape(H, -1)                        # (H, C*h)
-        out = bk.linear_channels(z, W_part, out_bias, out=out)    # (B, H, P), accumulated
+        W_part = W[:, :, sl].reshape(H_out, -1)                    # (H_out, C*h)
+        out = bk.linear_channels(z, W_part, out_bias, out=out)    # (B, H_out, P), accumulated
     return out
 
 
