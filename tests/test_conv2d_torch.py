@@ -175,16 +175,19 @@ def test_module_errors(shape, match):
         SGConv2d.from_params(sgconv.init(sgconv.SGConvConfig(3, 8)))
 
 
-def test_compiled_training_equals_eager_and_reference_at_56x56():
+def test_compiled_training_equals_eager_and_reference_at_56x56(tmp_path):
     """torch.compile(SGConv2d, fullgraph=True), forward and backward, at the width and size
     (H=16, 56 x 56, d=8: four scales) that crashed compiled training before the kernel
-    layout moved into sgconv::spectrum2d: the old layout crashed this case 2 times in 2),
+    layout moved into sgconv::spectrum2d (the old layout crashed this case 2 times in 2),
     channels-last; checked against eager and the reference (tests/conv2d_compile_check.py)
     in a subprocess."""
     case = [[16, 56, 56, 1, 8, False, None]]
+    # An Inductor cache of its own: the on-disk cache keys a graph by its ops, not by their
+    # fake implementations, so a cache left by an older sgconv can hold stale strides.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TORCHINDUCTOR_CACHE_DIR=str(tmp_path))
     res = subprocess.run([sys.executable, os.path.join(HERE, "conv2d_compile_check.py"),
                           json.dumps(case)], capture_output=True, text=True, timeout=600,
-                         cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                         cwd=ROOT, env=env)
     assert res.returncode == 0 and "PASS" in res.stdout, (
         f"compiled SGConv2d training failed (exit {res.returncode})\n--- stdout\n"
         f"{res.stdout[-3000:]}\n--- stderr\n{res.stderr[-4000:]}")

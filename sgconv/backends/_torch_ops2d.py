@@ -43,8 +43,43 @@ def custom_ops_2d(torch) -> dict:
 
 
 def _register(torch) -> dict:
+    import scipy.fft
+
     def complex_of(dtype):
         return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+    # The image transforms.  CPU tensors go to scipy.fft, pruned: only the X image rows
+    # are transformed along y going in (the nx - X padding rows are zero) and only the X
+    # kept rows coming out.  Measured (float32, 2 threads, conv = rfft2, product, irfft2):
+    # B=64, H=32, 32 x 32: torch.fft 88 ms, scipy.fft 45 ms, pruned scipy 22 ms; B=8,
+    # H=96, 56 x 56: 96, 40, 24 ms; B=2, H=96, 224 x 224: 427, 196, 101 ms.  Other devices
+    # (CUDA) use torch.fft.  The output is then (..., X, ny)[..., :Y] on the CPU and
+    # (..., nx, ny)[..., :X, :Y] elsewhere: views, with the fake implementations' strides.
+
+    def host(t):
+        return t.detach().resolve_conj().numpy()              # the same memory, no copy
+
+    def rfft2(u, nx, ny):
+        """rfft2(u, s=(nx, ny)) over the last two axes: (..., nx, ny//2 + 1)."""
+        if u.device.type != "cpu":
+            return torch.fft.rfft2(u, s=(nx, ny))
+        w = torch.get_num_threads()
+        a = scipy.fft.rfft(host(u), n=ny, axis=-1, workers=w)          # (..., X, F)
+        return torch.from_numpy(scipy.fft.fft(a, n=nx, axis=-2, workers=w, overwrite_x=True))
+
+    def irfft2_crop(p, nx, ny, X, Y, own: bool):
+        """irfft2(p, s=(nx, ny))[..., :X, :Y]; own: p is ours to overwrite."""
+        if p.device.type != "cpu":
+            return torch.fft.irfft2(p, s=(nx, ny))[..., :X, :Y]
+        w = torch.get_num_threads()
+        a = scipy.fft.ifft(host(p), axis=-2, workers=w, overwrite_x=own)[..., :X, :]
+        return torch.from_numpy(scipy.fft.irfft(a, n=ny, axis=-1, workers=w))[..., :Y]
+
+    def fake_crop(like, lead, nx, ny, X, Y):
+        """An empty tensor with the strides :func:`irfft2_crop` gives on like's device."""
+        if like.device.type == "cpu":
+            return like.new_empty((*lead, X, ny))[..., :Y]
+        return like.new_empty((*lead, nx, ny))[..., :X, :Y]
 
     # --- the kernel's spectrum: outer product of the axis spectra, plus D ------------------
 
@@ -129,9 +164,9 @@ def _register(torch) -> dict:
         B, H, X, Y = u.shape
         F = ny // 2 + 1
         if B == 0:                                                 # MKL refuses empty FFTs
-            empty = u.new_zeros((0, k_f.shape[0], H, nx, ny))[..., :X, :Y]
+            empty = fake_crop(u, (0, k_f.shape[0], H), nx, ny, X, Y).zero_()
             return empty, u.new_zeros((0, H, nx, F), dtype=k_f.dtype)
-        u_f = torch.fft.rfft2(u, s=(nx, ny))[:, None]              # (B, 1, H, nx, F)
+        u_f = rfft2(u, nx, ny)[:, None]                            # (B, 1, H, nx, F)
         if save_spectrum:
             prod = u_f * k_f
             saved = u_f[:, 0].conj_physical_()                     # conj(U) for grad_K
@@ -140,15 +175,14 @@ def _register(torch) -> dict:
             prod = u_f.mul_(k_f) if same and u_f.dtype == k_f.dtype else u_f * k_f
             saved = u_f.new_empty((0,))
         # a view of irfft2's buffer: no copy (the layer's reshape makes the one it needs)
-        return torch.fft.irfft2(prod, s=(nx, ny))[..., :X, :Y], saved
+        return irfft2_crop(prod, nx, ny, X, Y, own=True), saved
 
     @fft_conv2d.register_fake
     def _(u, k_f, nx, ny, save_spectrum):
         B, H, X, Y = u.shape
-        full = u.new_empty((B, k_f.shape[0], H, nx, ny))
         saved = u.new_empty((B, H, nx, ny // 2 + 1) if save_spectrum else (0,),
                             dtype=complex_of(u.dtype))
-        return full[..., :X, :Y], saved
+        return fake_crop(u, (B, k_f.shape[0], H), nx, ny, X, Y), saved
 
     @torch.library.custom_op(
         "sgconv::fft_conv2d_backward", mutates_args=(),
@@ -156,11 +190,11 @@ def _register(torch) -> dict:
                "bool need_u, bool need_k) -> (Tensor, Tensor)")
     def fft_conv2d_backward(g, u_conj, k_f, nx, ny, X, Y, need_u, need_k):
         if g.shape[0] == 0:                                        # empty batch: no gradient
-            grad_u = g.new_zeros((0, g.shape[2], nx, ny))[..., :X, :Y] if need_u \
+            grad_u = fake_crop(g, (0, g.shape[2]), nx, ny, X, Y).zero_() if need_u \
                 else g.new_empty((0,))
             grad_k = torch.zeros_like(k_f) if need_k else g.new_empty((0,))
             return grad_u, grad_k
-        g_f = torch.fft.rfft2(g, s=(nx, ny))                       # (B, C, H, nx, F)
+        g_f = rfft2(g, nx, ny)                                     # (B, C, H, nx, F)
         grad_u = grad_k = g.new_empty((0,))
         if need_k:
             acc = g_f[0] * u_conj[0]                               # (C, H, nx, F): sum over b
@@ -176,13 +210,13 @@ def _register(torch) -> dict:
                 prod = g_f.mul_(k_f.conj())[:, 0]                  # C = 1: in place
             else:
                 prod = (g_f * k_f.conj()).sum(1)                   # (B, H, nx, F)
-            grad_u = torch.fft.irfft2(prod, s=(nx, ny))[..., :X, :Y]
+            grad_u = irfft2_crop(prod, nx, ny, X, Y, own=True)     # (B, H, X, Y)
         return grad_u, grad_k
 
     @fft_conv2d_backward.register_fake
     def _(g, u_conj, k_f, nx, ny, X, Y, need_u, need_k):
         B, H = g.shape[0], g.shape[2]
-        grad_u = g.new_empty((B, H, nx, ny))[..., :X, :Y] if need_u else g.new_empty((0,))
+        grad_u = fake_crop(g, (B, H), nx, ny, X, Y) if need_u else g.new_empty((0,))
         grad_k = k_f.new_empty(k_f.shape) if need_k else g.new_empty((0,))
         return grad_u, grad_k
 
