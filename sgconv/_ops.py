@@ -438,8 +438,8 @@ def mix_chunks(bk, convolve, H: int, C: int, chunk, out_weight, out_bias, dropou
                rng=None, *, like=None):
     """The layer after the convolution, all channels at once or ``chunk`` at a time.
 
-    convolve(sl) -> (B, C, h, P): the convolution of the H channels in slice sl, P positions
-    (P = L; the 2D layer passes X*Y).  chunk None: :func:`mix` of convolve(all).  Else the
+    convolve(sl) -> (B, C, h, P...): the convolution of the H channels in slice sl over its
+    positions (L; the 2D layer's (X, Y)), flattened to P after the GELU.  chunk None: :func:`mix` of convolve(all).  Else the
     mixing splits by columns, out = b + sum_chunks W[:, chunk] @ dropout(GELU(conv(chunk))),
     each chunk's output added into one (B, H_out, P) buffer (H_out = out_weight's rows,
     H).  ``like``: the input, for the device of dropout's generator (one stream for all
@@ -454,9 +454,9 @@ def mix_chunks(bk, convolve, H: int, C: int, chunk, out_weight, out_bias, dropou
     out = None
     for i, h0 in enumerate(range(0, H, chunk)):
         sl = slice(h0, min(h0 + chunk, H))
-        y = convolve(sl)                                           # (B, C, h, P)
-        B, C_, h, P = y.shape
-        z = bk.gelu(y.reshape(B, C_ * h, P))                       # (B, C*h, P)
+        y = convolve(sl)                                           # (B, C, h, P...)
+        B, C_, h = y.shape[:3]
+        z = bk.gelu(y).reshape(B, C_ * h, math.prod(y.shape[3:]))  # (B, C*h, P)
         if dropout > 0.0:
             z = bk.dropout(z, dropout, bk.fold_rng(rng, i))
         W_part = W[:, :, sl].reshape(H_out, -1)                    # (H_out, C*h)
@@ -469,9 +469,14 @@ def _itemsize(bk, x) -> int:
 
 
 def mix(bk, y, out_weight, out_bias, dropout: float = 0.0, rng=None):
-    """(B, C, H, L) -> reshape (B, C*H, L) -> GELU -> dropout -> W @ . + b -> (B, H, L)."""
-    B, C, H, L = y.shape
-    z = bk.gelu(y.reshape(B, C * H, L))                            # (B, C*H, L)
+    """(B, C, H, L) -> reshape (B, C*H, L) -> GELU -> dropout -> W @ . + b -> (B, H, L).
+
+    y may have several position axes, (B, C, H, X, Y): they are flattened to P = X*Y after
+    the GELU (on a cropped view of an FFT buffer, the GELU's output is contiguous, so the
+    flattening is a view rather than a copy)."""
+    B, C, H = y.shape[:3]
+    P = math.prod(y.shape[3:])
+    z = bk.gelu(y).reshape(B, C * H, P)                            # (B, C*H, L)
     if dropout > 0.0:
         z = bk.dropout(z, dropout, rng)
     return bk.linear_channels(z, out_weight, out_bias)             # (B, H, L)

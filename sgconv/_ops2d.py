@@ -197,9 +197,9 @@ def layer(bk, config: SGConv2dConfig, source, u, *, dropout: float = 0.0, rng=No
     h = choose_channel_chunk(config, B, plan, 8 if bk.dtype_name(u) == "float64" else 4,
                              channel_chunk)
 
-    def convolve(sl):                                              # (B, C, h, X*Y)
-        y = conv2d_with_spectrum(bk, u if sl == slice(None) else u[:, sl], spectrum_of(sl), plan)
-        return y.reshape(*y.shape[:3], X * Y)
+    def convolve(sl):                                              # (B, C, h, X, Y)
+        return conv2d_with_spectrum(bk, u if sl == slice(None) else u[:, sl], spectrum_of(sl),
+                                    plan)
 
     out = _ops.mix_chunks(bk, convolve, H, config.channels, h, out_weight, out_bias, dropout,
                           rng, like=u)                             # (B, H, X*Y)

@@ -17,8 +17,8 @@ import numpy as np
 from . import _ops, _params
 from ._config2d import SGConv2dConfig
 from ._ops2d import ARRAY_NAMES_2D
-from ._switch import backend as _backend, known_backends
-from .backends._base import array_framework, register_structure
+from ._switch import backend as _backend
+from .backends._base import register_structure
 
 __all__ = ["Params2d", "init2d", "to_state_dict2d", "from_state_dict2d", "save", "load"]
 
@@ -60,23 +60,12 @@ class Params2d:
     def replace(self, **changes) -> "Params2d":
         return dataclasses.replace(self, **changes)
 
-    @property
-    def backend(self) -> str:
-        """The framework the arrays belong to: 'numpy', 'torch', 'jax', 'cupy', ..."""
-        return array_framework(self.D) or "numpy"
-
-    @property
-    def dtype(self) -> str:
-        return _backend_of(self).dtype_name(self.D)
-
-    def to(self, backend: str, dtype: str | None = None) -> "Params2d":
-        """The same parameters as arrays of ``backend`` (optionally cast to ``dtype``)."""
-        source, target = _backend_of(self), _backend(backend)
-        if source.name == target.name:
-            move = lambda x: target.asarray(x, dtype=dtype)  # noqa: E731
-        else:
-            move = lambda x: target.asarray(source.to_numpy(x), dtype=dtype)  # noqa: E731
-        return self._map(move)
+    # The same as sgconv.Params's (they read only D and _map): the framework of the arrays
+    # ('numpy', 'torch', 'jax', 'cupy'), their dtype name, and to(backend, dtype=None), the
+    # same parameters as arrays of another backend (optionally cast).
+    backend = _params.Params.backend
+    dtype = _params.Params.dtype
+    to = _params.Params.to
 
     def _map(self, fn) -> "Params2d":
         changes = {}
@@ -94,11 +83,6 @@ class Params2d:
 
 
 register_structure(Params2d, data=ARRAY_NAMES_2D, static=("config",))
-
-
-def _backend_of(params: Params2d):
-    name = params.backend
-    return _backend(name if name in known_backends() else None)
 
 
 def init2d(config: SGConv2dConfig, seed: int = 0, *, dtype: str = "float32",
@@ -155,7 +139,7 @@ def to_state_dict2d(params: Params2d) -> dict:
     """
     if not isinstance(params, Params2d):
         raise TypeError(f"to_state_dict2d expects sgconv.Params2d, got {type(params).__name__}")
-    bk = _backend_of(params)
+    bk = _params._backend_of(params)
     H = params.config.d_model
     out = {}
     for a in _AXES:

@@ -31,20 +31,9 @@ import reference  # noqa: E402
 from conformance import oracle2d, tolerance2d  # noqa: E402
 from conformance.tolerance import assert_close  # noqa: E402
 from sgconv.torch import SGConv2d  # noqa: E402
+from torch_compile_check import run  # noqa: E402  (one forward and backward, the gradients)
 
 B = 2
-
-
-def run(call, module, u, g):
-    """(output, {name: gradient}) of one forward and backward of ``call``."""
-    for p in module.parameters():
-        p.grad = None
-    u = u.detach().requires_grad_(True)
-    y = call(u)
-    y.backward(g)
-    grads = {name: p.grad.detach().clone() for name, p in module.named_parameters()}
-    grads["u"] = u.grad.detach().clone()
-    return y.detach(), grads
 
 
 def channels_first(x, module):

@@ -24,6 +24,8 @@ import sgconv
 from sgconv import _ops, _ops2d, _switch
 from sgconv.backends.numpy import NumpyBackend
 
+from . import broken
+
 __all__ = ["BUGS_2D", "backend_name", "install", "uninstall", "installed"]
 
 #: bug -> what it plants.
@@ -61,11 +63,9 @@ class _DMissing(Broken2dBackend):
 
 
 class _AntiShift(Broken2dBackend):
-    # flip_last reverses the anti-causal half before it is placed at lags -a..-1 of each
-    # axis; dropping its first element and padding a zero moves k1[j] from -(j+1) to -(j+2).
-    def flip_last(self, x):
-        flipped = x[..., ::-1]
-        return np.concatenate([flipped[..., 1:], np.zeros_like(flipped[..., :1])], axis=-1)
+    # 1D's planted flip (meta/broken.py), here in each axis's layout: k1[j] moves from lag
+    # -(j+1) to -(j+2).
+    flip_last = broken._AntiShift.flip_last
 
 
 _CLASSES = {"d_missing": _DMissing, "anti_shift": _AntiShift}

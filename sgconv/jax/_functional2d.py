@@ -22,9 +22,7 @@ from .._api2d import check_input2d, check_prepared2d, check_sizes
 from .._config2d import SGConv2dConfig
 from .._ops2d import Prepared2d
 from .._params2d import Params2d, init2d as _numpy_init2d
-from .._switch import backend as _get_backend
-from ..backends._base import array_framework
-from ._functional import _BK, _dtype_name
+from ._functional import _BK, _dtype_name, to_jax_leaves
 
 __all__ = ["init2d", "kernel2d", "apply2d", "prepare2d", "Prepared2d", "trainable2d",
            "as_jax_params2d"]
@@ -42,17 +40,7 @@ def as_jax_params2d(params: Params2d, dtype=None) -> Params2d:
     """``params`` with every array a JAX array (arrays of any backend are converted);
     dtype: None keeps the stored one (float64 needs JAX's 64-bit mode, else TypeError)."""
     _check_params(params)
-    name = None if dtype is None else _dtype_name(dtype)
-
-    def convert(x):
-        if _BK.is_native(x):
-            return x if name is None else _BK.cast(x, name)
-        owner = array_framework(x)
-        if owner not in (None, "numpy"):
-            x = _get_backend(owner).to_numpy(x)                   # torch, cupy: via the host
-        return _BK.asarray(x, dtype=name)
-
-    return params._map(convert)
+    return to_jax_leaves(params, dtype)
 
 
 def init2d(key, config: SGConv2dConfig, dtype=jnp.float32) -> Params2d:
