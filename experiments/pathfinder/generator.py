@@ -5,14 +5,15 @@ written here from the task's description, NumPy only, seeded:
 
 * every image holds ``paths`` smooth curves, each a random walk whose heading turns by a
   curvature of its own plus a small random angle per step (both of about ``turn`` radians
-  per step), drawn one pixel wide and kept at least ``gap`` pixels away from the curves already drawn, so that
-  curves never touch or cross;
-* two endpoints are marked with 3 x 3 squares.  Positive (label 1): both ends of the same
-  curve.  Negative (label 0): one end each of two different curves.  Both classes draw the
-  same number of curves of the same length distribution, and the two marks lie between
-  ``min_apart`` and ``max_apart`` pixels apart in both, so neither the ink, the number of
-  curves nor the distance between the marks tells the classes apart: only following a
-  curve from one mark to the other does, which needs context across the image.
+  per step), drawn one pixel wide and kept at least ``gap`` pixels away from the curves
+  already drawn, so that curves never touch or cross;
+* two endpoints are marked with 3 x 3 squares.  Positive (label 1): both ends of one
+  curve.  Negative (label 0): one end each of two different curves.  The pair is drawn
+  at random among those whose marks lie between ``min_apart`` and ``max_apart`` pixels
+  apart (an image with none is drawn again).  Both classes draw the same number of curves
+  of the same length distribution with marks in the same distance range, so neither the
+  ink, the number of curves nor the presence of two nearby marks tells the classes apart:
+  following a curve from one mark to the other does, which needs context across the image.
 
     images, labels = make_split(4096, size=32, seed=0)    # (n, size, size) float32, (n,) int64
 
@@ -20,6 +21,8 @@ The same seed gives the same images on any machine (``numpy.random.default_rng``
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -33,20 +36,19 @@ def _curve(rng, size: int, length: int, turn: float, free: np.ndarray):
     """A random smooth curve of ``length`` pixels inside the image avoiding ``free == False``,
     as an (m, 2) int array of distinct, 8-connected pixels, or None when none fits."""
     for _ in range(20):
-        pos = rng.uniform(2, size - 3, size=2)
-        heading = rng.uniform(0, 2 * np.pi)
-        start = (int(round(pos[0])), int(round(pos[1])))
+        x, y = rng.uniform(2, size - 3, size=2).tolist()     # Python floats: fast round()
+        heading = rng.uniform(0, 2 * math.pi)
+        start = (round(x), round(y))
         if not free[start]:
             continue
         pixels, seen = [start], {start}
         curvature = rng.normal(0.0, turn)             # each curve bends its own way
-        steps = rng.normal(0.0, turn, size=4 * length)  # and wiggles around that
-        for wiggle in steps:
+        for wiggle in rng.normal(0.0, turn, size=4 * length).tolist():  # and wiggles
             if len(pixels) == length:
                 return np.array(pixels)
             heading += curvature + wiggle
-            pos = pos + (0.7 * np.cos(heading), 0.7 * np.sin(heading))
-            p = (int(round(pos[0])), int(round(pos[1])))
+            x, y = x + 0.7 * math.cos(heading), y + 0.7 * math.sin(heading)
+            p = (round(x), round(y))
             if p == pixels[-1]:
                 continue
             if not (1 <= p[0] < size - 1 and 1 <= p[1] < size - 1) or not free[p] or p in seen:
@@ -78,12 +80,15 @@ def make_image(rng, label: int, *, size=32, paths=4, length=(18, 34), turn=0.1, 
             _block(free, c, gap)
         if len(curves) < paths:
             continue                                  # the image is too crowded: start again
-        if label == 1:
-            a, b = curves[0][0], curves[0][-1]
-        else:
-            a, b = curves[0][int(rng.integers(2)) * -1], curves[1][int(rng.integers(2)) * -1]
-        if not min_apart <= np.hypot(*(a - b)) <= max_apart:
+        if label == 1:                                # the two ends of one curve
+            pairs = [(c[0], c[-1]) for c in curves]
+        else:                                         # one end each of two curves
+            pairs = [(curves[i][e], curves[j][f]) for i in range(paths)
+                     for j in range(i + 1, paths) for e in (0, -1) for f in (0, -1)]
+        pairs = [(a, b) for a, b in pairs if min_apart <= np.hypot(*(a - b)) <= max_apart]
+        if not pairs:
             continue                                  # the same distance range in both classes
+        a, b = pairs[int(rng.integers(len(pairs)))]
         img = np.zeros((size, size), dtype=np.float32)
         for c in curves:
             img[c[:, 0], c[:, 1]] = 1.0

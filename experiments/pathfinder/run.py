@@ -3,9 +3,12 @@
     python experiments/pathfinder/run.py --model sgconv2d --seed 0     # one run
     python experiments/pathfinder/run.py --table                       # the results table
 
-A run whose result file (results/<model>-seed<seed>.json) exists is skipped, so the
-commands in README.md can be re-run after an interruption.  The data (generator.py) are
-made once per split and cached in data/ (not in git): train, validation and test use
+A run whose result file (results/<model>-seed<seed>.json) exists with the same settings is
+skipped (with other settings it is an error: pass --results DIR), so the commands in
+README.md can be re-run after an interruption.  Every generator option is an argument
+too (--size, --paths, --length, --turn, --gap, --min-apart, --max-apart).  The
+data (generator.py) are made once per split and cached in data/ (not in git) under a
+name holding every generator option: train, validation and test use
 their own generator seeds (1, 2, 3), the same for every model and run; the run's seed sets
 the initial weights and the order of the training batches.
 
@@ -33,23 +36,33 @@ sys.path[:0] = [HERE, os.path.dirname(os.path.dirname(HERE))]
 
 import torch  # noqa: E402
 
-from generator import make_split  # noqa: E402
+from generator import DEFAULTS, make_split  # noqa: E402
 from models import SPATIAL, Net  # noqa: E402
 
 SPLITS = {"train": 1, "val": 2, "test": 3}                  # generator seed of each split
 
 
-def data(split: str, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The split's images (n, 1, size, size) and labels (n,), generated once and cached."""
+def data(split: str, n: int, task: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's images (n, 1, size, size) and labels (n,), generated once and cached
+    under a name that holds every generator option."""
     os.makedirs(os.path.join(HERE, "data"), exist_ok=True)
-    path = os.path.join(HERE, "data", f"pathfinder{size}-{split}-{n}-seed{SPLITS[split]}.npz")
+    opts = "-".join(f"{k}{'_'.join(map(str, v)) if isinstance(v, tuple) else v}"
+                    for k, v in sorted(task.items()))
+    path = os.path.join(HERE, "data", f"pathfinder-{opts}-{split}-{n}-seed{SPLITS[split]}.npz")
     if not os.path.exists(path):
-        images, labels = make_split(n, seed=SPLITS[split], size=size)
+        images, labels = make_split(n, seed=SPLITS[split], **task)
         np.savez_compressed(path + ".tmp.npz", images=images.astype(np.uint8), labels=labels)
         os.replace(path + ".tmp.npz", path)
     with np.load(path) as f:
         return torch.from_numpy(f["images"].astype(np.float32))[:, None], \
             torch.from_numpy(f["labels"])
+
+
+def task_options(args) -> dict:
+    """The generator's options (generator.DEFAULTS) as this run sets them."""
+    return {"size": args.size, "paths": args.paths, "length": tuple(args.length),
+            "turn": args.turn, "gap": args.gap, "min_apart": args.min_apart,
+            "max_apart": args.max_apart}
 
 
 def _no_decay(name: str, p: torch.Tensor) -> bool:
@@ -67,9 +80,10 @@ def accuracy(model, images, labels, batch: int = 256) -> float:
 
 def train(args) -> dict:
     torch.manual_seed(args.seed)
-    x_train, y_train = data("train", args.train, args.size)
-    x_val, y_val = data("val", args.val, args.size)
-    x_test, y_test = data("test", args.test, args.size)
+    task = task_options(args)
+    x_train, y_train = data("train", args.train, task)
+    x_val, y_val = data("val", args.val, task)
+    x_test, y_test = data("test", args.test, task)
     model = Net(args.model, width=args.width, depth=args.depth, size=args.size)
     named = list(model.named_parameters())
     groups = [{"params": [p for n, p in named if not _no_decay(n, p)], "weight_decay": 0.05},
@@ -147,7 +161,19 @@ def main(argv=None) -> None:
     ap.add_argument("--train", type=int, default=8000)
     ap.add_argument("--val", type=int, default=1000)
     ap.add_argument("--test", type=int, default=2000)
-    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--size", type=int, default=32, help="image side (generator option)")
+    ap.add_argument("--paths", type=int, default=DEFAULTS["paths"],
+                    help="curves per image (generator option)")
+    ap.add_argument("--length", type=int, nargs=2, default=list(DEFAULTS["length"]),
+                    help="shortest and longest curve in pixels (generator option)")
+    ap.add_argument("--turn", type=float, default=DEFAULTS["turn"],
+                    help="radians a curve turns per step, about (generator option)")
+    ap.add_argument("--gap", type=int, default=DEFAULTS["gap"],
+                    help="least distance between two curves (generator option)")
+    ap.add_argument("--min-apart", type=int, default=DEFAULTS["min_apart"],
+                    help="least distance between the two marks (generator option)")
+    ap.add_argument("--max-apart", type=int, default=DEFAULTS["max_apart"],
+                    help="largest distance between the two marks (generator option)")
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--batch", type=int, default=64)
@@ -165,7 +191,17 @@ def main(argv=None) -> None:
     os.makedirs(args.results, exist_ok=True)
     path = os.path.join(args.results, f"{args.model}-seed{args.seed}.json")
     if os.path.exists(path):
-        print(f"{path} exists: skipped")
+        with open(path) as f:
+            done = json.load(f)["config"]
+        wanted = {k: v for k, v in vars(args).items() if k != "table"}
+        differ = sorted(k for k in wanted.keys() | done.keys()
+                        if k not in ("results", "threads") and done.get(k) != wanted.get(k))
+        if differ:
+            raise SystemExit(f"{path} holds a run with other settings ("
+                             + ", ".join(f"{k}: {done.get(k)!r} there, {wanted.get(k)!r} now"
+                                         for k in differ)
+                             + "); pass --results DIR to keep runs of different settings apart")
+        print(f"{path} exists with these settings: skipped")
         return
     result = train(args)
     with open(path + ".tmp", "w") as f:
