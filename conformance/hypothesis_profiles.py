@@ -94,28 +94,35 @@ def design_budget(backend_name: str, scale: float = 1.0, profile: str | None = N
     return max(1, math.ceil(rows * scale))
 
 
-def conformance_test(scale: float = 1.0, profile: str | None = None, **space):
+def conformance_test(scale: float = 1.0, profile: str | None = None, *, two_d: bool = False,
+                     **space):
     """Decorator: ``fn(backend_name, ex)`` becomes the property test over ``space``.
 
     Runs PINNED and the design rows over ``space`` as explicit examples (each backend
     only its :func:`design_budget`; ``scale`` shrinks it for costly properties), then,
     in a profile that generates draws, ``max_examples * scale`` draws of
-    ``examples(**space)``.  ``profile``: the active one by default.
+    ``examples(**space)``.  ``profile``: the active one by default.  ``two_d``: the 2D
+    suite's examples (:mod:`conformance.examples2d`: PINNED2D, design2d, examples2d).
     """
     profile = profile or _active[0]
     parent = settings.get_profile(profile)
+    if two_d:
+        from . import examples2d as e2
+        pinned, rows, rank_of, strategy = e2.PINNED2D, e2.design2d, e2.design_rank2d, e2.examples2d
+    else:
+        pinned, rows, rank_of, strategy = PINNED, design, design_rank, examples
 
     def decorate(fn):
         @functools.wraps(fn)
         def body(backend_name, ex):
-            rank = design_rank(ex)
-            if rank is not None and ex not in PINNED and \
+            rank = rank_of(ex)
+            if rank is not None and ex not in pinned and \
                     rank >= design_budget(backend_name, scale, profile):
                 reject()                            # beyond this backend's share of the design
             fn(backend_name, ex)
 
-        test = given(ex=examples(**space))(body)
-        for ex in reversed(PINNED + tuple(design(DESIGN_ROWS, **space))):
+        test = given(ex=strategy(**space))(body)
+        for ex in reversed(pinned + tuple(rows(DESIGN_ROWS, **space))):
             test = example(ex=ex)(test)             # run in this order
         test = settings(parent, max_examples=max(1, math.ceil(parent.max_examples * scale)))(test)
         if parent.derandomize:

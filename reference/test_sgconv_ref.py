@@ -588,7 +588,9 @@ def test_reference_never_imports_sgconv(tmp_path):
         "spec.loader.exec_module(ref)\n"
         "s = ref.init_state(2, 16, kernel_dim=4, rng=0)\n"
         "ref.layer(s, [[[1.0] * 5] * 2])\n"
-        "assert sorted(ref.__all__) == sorted(sys.modules['oracle_alone.sgconv_ref'].__all__)\n"
+        "ref.layer2d(ref.init_state2d(2, 4, kernel_dim=2, rng=0), [[[[1.0] * 3] * 2] * 2])\n"
+        "assert sorted(ref.__all__) == sorted(sys.modules['oracle_alone.sgconv_ref'].__all__\n"
+        "                                     + sys.modules['oracle_alone.sgconv2d_ref'].__all__)\n"
         "bad = sorted(m for m in sys.modules if m == 'sgconv' or m.startswith('sgconv.'))\n"
         "assert not bad, bad\n"
     )

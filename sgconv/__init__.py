@@ -31,6 +31,10 @@ from ._params import Params, from_state_dict, init, to_state_dict
 from ._switch import (BackendInfo, available_backends, backend, get_backend, known_backends,
                       register_backend, use, using)
 from .backends._base import Backend, BackendUnavailableError
+# Two-dimensional SGConv (save/load store and read 1D and 2D parameters alike).
+from ._api2d import Prepared2d, apply2d, conv2d, kernel2d, prepare2d
+from ._config2d import SGConv2dConfig
+from ._params2d import Params2d, from_state_dict2d, init2d, to_state_dict2d
 
 __version__ = "0.1.0"
 
@@ -42,4 +46,6 @@ __all__ = [
     "register_backend", "BackendInfo", "Backend", "BackendUnavailableError", "interop",
     "__version__",
     "Decoder", "DecodeState", "decoder", "decode_state", "prefill", "step",
+    "SGConv2dConfig", "Params2d", "init2d", "kernel2d", "conv2d", "apply2d", "prepare2d",
+    "Prepared2d", "to_state_dict2d", "from_state_dict2d",
 ]

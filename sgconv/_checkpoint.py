@@ -1,5 +1,6 @@
-"""Parameter files: one .npz holding the released state_dict layout and the configuration as
-JSON, written and read without pickle.
+"""Parameter files: one .npz holding the released state_dict layout (2D layers: the
+:func:`~sgconv.to_state_dict2d` layout) and the configuration as JSON, written and read
+without pickle.
 
 A file that :func:`load` cannot use (not an .npz archive, truncated or corrupted, another
 program's archive, an entry that needs unpickling, a configuration that is malformed or that
@@ -18,7 +19,9 @@ import zlib
 import numpy as np
 
 from ._config import SGConvConfig
+from ._config2d import SGConv2dConfig
 from ._params import Params, _any_to_numpy, _check_dtype_name, _from_state_dict, to_state_dict
+from ._params2d import Params2d, from_state_dict2d, to_state_dict2d
 from ._switch import backend as _backend
 
 __all__ = ["CheckpointError", "save", "load"]
@@ -27,6 +30,7 @@ _CONFIG_KEY = "__sgconv_config__"
 _SUFFIX = ".npz"
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")          # a zip's first entry; an empty zip
 _NPY_MAGIC = b"\x93NUMPY"
+_KIND_2D = "sgconv2d"                                 # the stored configuration's "kind"
 
 
 class CheckpointError(ValueError):
@@ -34,28 +38,37 @@ class CheckpointError(ValueError):
     truncated or corrupted, or inconsistent.  The message names the file and the fault."""
 
 
-def save(path: str | os.PathLike, params: Params) -> str:
+def save(path: str | os.PathLike, params: Params | Params2d) -> str:
     """Write the parameters and their configuration to one .npz file (no pickle).
 
-    The arrays are stored in the released state_dict layout, as NumPy arrays of their dtype
-    (bfloat16 is stored as float32); the configuration as a JSON string.  As with
+    The arrays are stored in the released state_dict layout (:class:`sgconv.Params2d`: the
+    :func:`~sgconv.to_state_dict2d` layout, and ``"kind": "sgconv2d"`` in the configuration),
+    as NumPy arrays of their dtype (bfloat16 is stored as float32); the configuration as a
+    JSON string.  As with
     ``numpy.savez``, ``.npz`` is appended to a path that does not end in it (``save("x")``
     writes ``x.npz``, which ``load("x")`` finds).  Returns the path written.
     """
-    if not isinstance(params, Params):
-        raise TypeError(f"save expects sgconv.Params, got {type(params).__name__}")
+    if isinstance(params, Params):
+        state, config = to_state_dict(params), dataclasses.asdict(params.config)
+    elif isinstance(params, Params2d):
+        state = to_state_dict2d(params)
+        config = {"kind": _KIND_2D, **dataclasses.asdict(params.config)}
+    else:
+        raise TypeError(f"save expects sgconv.Params or sgconv.Params2d, got "
+                        f"{type(params).__name__}")
     target = os.fspath(path)
     if not target.endswith(_SUFFIX):
         target += _SUFFIX
-    arrays = {k: _any_to_numpy(k, v) for k, v in to_state_dict(params).items()}
-    arrays[_CONFIG_KEY] = np.asarray(json.dumps(dataclasses.asdict(params.config)))
+    arrays = {k: _any_to_numpy(k, v) for k, v in state.items()}
+    arrays[_CONFIG_KEY] = np.asarray(json.dumps(config))
     np.savez(target, **arrays)
     return target
 
 
 def load(path: str | os.PathLike, *, dtype: str | None = None,
-         backend: str | None = None) -> Params:
-    """Read parameters written by :func:`save` onto ``backend`` (default: the active one).
+         backend: str | None = None) -> Params | Params2d:
+    """Read parameters written by :func:`save` onto ``backend`` (default: the active one):
+    :class:`sgconv.Params2d` from a 2D layer's file, :class:`sgconv.Params` otherwise.
 
     ``path`` is tried as given, then with ``.npz`` appended (what :func:`save` writes).
     dtype: cast to this float dtype (default: the stored one).  Raises FileNotFoundError
@@ -68,6 +81,8 @@ def load(path: str | os.PathLike, *, dtype: str | None = None,
     file = _find(os.fspath(path))
     config, arrays = _read(file)
     try:
+        if config.pop("kind", None) == _KIND_2D:
+            return from_state_dict2d(arrays, dtype=dtype, backend=backend, **config)
         return _from_state_dict(arrays, dtype, backend, config,
                                 given="its stored configuration says {key}={value!r}")
     except (ValueError, TypeError) as exc:
@@ -141,13 +156,19 @@ def _config(file: str, stored: np.ndarray) -> dict:
     if not isinstance(config, dict):
         raise CheckpointError(f"{file!r}: its stored configuration should be a JSON object of "
                               f"SGConvConfig fields, got {type(config).__name__}")
-    fields = [f.name for f in dataclasses.fields(SGConvConfig)]
-    unknown = sorted(set(config) - set(fields))
+    kind = config.get("kind")
+    if kind not in (None, _KIND_2D):
+        raise CheckpointError(f"{file!r}: its stored configuration has kind {kind!r}; this "
+                              f"sgconv reads 1D files (no kind) and {_KIND_2D!r}")
+    cls = SGConv2dConfig if kind == _KIND_2D else SGConvConfig
+    fields = [f.name for f in dataclasses.fields(cls)]
+    values = {k: v for k, v in config.items() if k != "kind"}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         raise CheckpointError(f"{file!r}: its stored configuration has unknown fields {unknown} "
-                              f"(SGConvConfig has {fields}); was it written by a newer sgconv?")
+                              f"({cls.__name__} has {fields}); was it written by a newer sgconv?")
     try:
-        SGConvConfig(**config)
+        cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{file!r}: its stored configuration is invalid: {exc}") from None
     return config

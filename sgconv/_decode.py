@@ -453,7 +453,7 @@ def _length_groups(geometry: Runs) -> tuple:
     half run of scale k + 2, so there are about N distinct lengths: the prefill does one
     reduction per length, not per scale.
     """
-    T, P = geometry.taps, geometry.count
+    T = geometry.taps
     lengths, starts = geometry.lengths[T:], geometry.starts[T:]
     groups, members = [], []
     for l in np.unique(lengths):

@@ -23,7 +23,7 @@ from .backends._base import register_structure
 __all__ = ["compute_dtype", "upsample_index", "raw_kernel", "normaliser", "kernel", "FFTPlan",
            "plan_fft", "kernel_spectrum", "conv_with_spectrum", "conv", "Prepared", "prepare",
            "spectrum", "layer_plan", "choose_channel_chunk", "layer", "mix", "get_memory_budget",
-           "set_memory_budget", "memory_budget"]
+           "set_memory_budget", "memory_budget", "kernel_layout", "mix_chunks"]
 
 _HALF = ("float16", "bfloat16")
 
@@ -220,8 +220,18 @@ def plan_fft(bk, length: int, taps: int, bidirectional: bool, block_size: int | 
 def kernel_spectrum(bk, k, D, plan: FFTPlan, bidirectional: bool):
     """The kernel's spectrum, with D folded into the lag-0 tap: (C, H, n//2 + 1).
 
-    k: (C', H, Lk); D: (C, H) or None.  In bidirectional mode rows C..2C-1 (k1) are placed
-    reversed at the end of the length-n buffer, so k1[s-1] sits at lag -s (circularly n-s).
+    k: (C', H, Lk); D: (C, H) or None.  The real buffer is :func:`kernel_layout`'s.
+    """
+    return bk.rfft(kernel_layout(bk, k, D, plan, bidirectional), plan.n)  # (C, H, n//2+1)
+
+
+def kernel_layout(bk, k, D, plan: FFTPlan, bidirectional: bool):
+    """The kernel as the real buffer an FFT of length n reads: (C, H, m) with m <= n
+    (the FFT zero-pads it to n).
+
+    k: (C', H, Lk); D: (C, H) or None, added to the lag-0 tap.  In bidirectional mode rows
+    C..2C-1 (k1) are placed reversed at the end of the length-n buffer, so k1[s-1] sits at
+    lag -s (circularly n-s).
     """
     C = k.shape[0] // 2 if bidirectional else k.shape[0]
     k0 = k[:C]                                                     # (C, H, Lk) causal half
@@ -231,7 +241,7 @@ def kernel_spectrum(bk, k, D, plan: FFTPlan, bidirectional: bool):
     if bidirectional and plan.anti_taps > 0:
         k1 = bk.flip_last(k[C:, :, :plan.anti_taps])               # (C, H, a), lag -a .. -1
         k0 = bk.concat([bk.pad_last(k0, 0, plan.n - k0.shape[-1] - plan.anti_taps), k1], axis=-1)
-    return bk.rfft(k0, plan.n)                                     # (C, H, n//2+1)
+    return k0                                                      # (C, H, <= n)
 
 
 def conv_with_spectrum(bk, u, k_f, plan: FFTPlan):
@@ -431,29 +441,48 @@ def layer(bk, config: SGConvConfig, source, u, *, dropout: float = 0.0, rng=None
         out_weight, out_bias = source["out_weight"], source["out_bias"]
         spectrum_of = lambda sl: spectrum(bk, config, source, plan, sl)  # noqa: E731
     h = choose_channel_chunk(config, B, plan, _itemsize(bk, u), channel_chunk)
+
+    def convolve(sl):                                              # (B, C, h, L)
+        return conv_with_spectrum(bk, u if sl == slice(None) else u[:, sl], spectrum_of(sl), plan)
+
+    return mix_chunks(bk, convolve, H, h, out_weight, out_bias, dropout, rng,
+                      like=u)
+
+
+def mix_chunks(bk, convolve, H: int, chunk, out_weight, out_bias, dropout: float = 0.0,
+               rng=None, *, like=None):
+    """The layer after the convolution, all channels at once or ``chunk`` at a time.
+
+    convolve(sl) -> (B, C, h, P...): the convolution of the H channels in slice sl over its
+    positions (L; the 2D layer's (X, Y)), flattened to P after the GELU.  chunk None:
+    :func:`mix` of convolve(all).  Else the mixing splits by columns, out = b + sum_chunks W[:, chunk] @ dropout(GELU(conv(chunk))),
+    each chunk's output added into one (B, H_out, P) buffer (H_out = out_weight's rows,
+    H).  ``like``: the input, for the device of dropout's generator (one stream for all
+    chunks).
+    """
     if dropout > 0.0:
-        rng = bk.dropout_rng(rng, like=u)                          # one stream for all chunks
-    if h is None:
-        y = conv_with_spectrum(bk, u, spectrum_of(slice(None)), plan)  # (B, C, H, L)
-        return mix(bk, y, out_weight, out_bias, dropout, rng)      # (B, H, L)
+        rng = bk.dropout_rng(rng, like=like)                       # one stream for all chunks
+    if chunk is None:
+        return mix(bk, convolve(slice(None)), out_weight, out_bias, dropout, rng)  # (B, H, P)
     out = None
-    for i, h0 in enumerate(range(0, H, h)):
-        sl = slice(h0, min(h0 + h, H))
-        y = conv_with_spectrum(bk, u[:, sl], spectrum_of(sl), plan)  # (B, C, h, L)
-        out = _mix_part(bk, y, out_weight, out_bias, sl, dropout, rng, i, out)
+    for i, h0 in enumerate(range(0, H, chunk)):
+        sl = slice(h0, min(h0 + chunk, H))
+        out = _mix_part(bk, convolve(sl), out_weight, out_bias, sl, dropout, rng, i, out)
     return out
 
 
 def _mix_part(bk, y, out_weight, out_bias, sl: slice, dropout: float, rng, i: int, out):
-    """out += W[:, (c, sl)] @ dropout(GELU(y)) for channel chunk ``sl`` (the i-th), y (B, C, h, L);
-    out None starts the (B, H, L) buffer with the bias.  Dropout draws chunk i's stream."""
-    B, C, h, L = y.shape
-    H = out_weight.shape[0]
-    z = bk.gelu(y.reshape(B, C * h, L))                            # (B, C*h, L)
+    """out += W[:, (c, sl)] @ dropout(GELU(y)) for channel chunk ``sl`` (the i-th), y (B, C, h,
+    P...) flattened to P after the GELU; out None starts the (B, H_out, P) buffer with the
+    bias.  Dropout draws chunk i's stream."""
+    B, C, h = y.shape[:3]
+    H_out = out_weight.shape[0]                                    # the mixing's output rows
+    H = out_weight.shape[1] // C
+    z = bk.gelu(y).reshape(B, C * h, math.prod(y.shape[3:]))       # (B, C*h, P)
     if dropout > 0.0:
         z = bk.dropout(z, dropout, bk.fold_rng(rng, i))
-    W_part = out_weight.reshape(H, C, H)[:, :, sl].reshape(H, C * h)  # (H, C*h)
-    return bk.linear_channels(z, W_part, out_bias, out=out)       # (B, H, L), accumulated
+    W_part = out_weight.reshape(H_out, C, H)[:, :, sl].reshape(H_out, C * h)  # (H_out, C*h)
+    return bk.linear_channels(z, W_part, out_bias, out=out)       # (B, H_out, P), accumulated
 
 
 def _itemsize(bk, x) -> int:
@@ -461,22 +490,20 @@ def _itemsize(bk, x) -> int:
 
 
 def mix(bk, y, out_weight, out_bias, dropout: float = 0.0, rng=None, channel_chunk=None):
-    """(B, C, H, L) -> reshape (B, C*H, L) -> GELU -> dropout -> W @ . + b -> (B, H, L).
+    """(B, C, H, P...) -> GELU -> reshape (B, C*H, P) -> dropout -> W @ . + b -> (B, H_out, P).
 
-    channel_chunk: GELU and mix that many of the H channels at a time, accumulating into
-    one output (the GELU buffer is then a chunk's, not the whole (B, C*H, L)); the numbers
-    are the same, dropout masks aside (each chunk draws from its own stream).
+    y may have several position axes, (B, C, H, X, Y): they are flattened to P = X*Y after
+    the GELU (on a cropped view of an FFT buffer, the GELU's output is contiguous, so the
+    flattening is a view rather than a copy).  channel_chunk: GELU and mix that many of the
+    H channels at a time, accumulating into one output (the GELU buffer is then a chunk's,
+    not the whole (B, C*H, P)); the numbers are the same, dropout masks aside (each chunk
+    draws from its own stream).
     """
-    B, C, H, L = y.shape
+    B, C, H = y.shape[:3]
     if channel_chunk is None or channel_chunk >= H:
-        z = bk.gelu(y.reshape(B, C * H, L))                        # (B, C*H, L)
+        z = bk.gelu(y).reshape(B, C * H, math.prod(y.shape[3:]))   # (B, C*H, P)
         if dropout > 0.0:
             z = bk.dropout(z, dropout, rng)
-        return bk.linear_channels(z, out_weight, out_bias)         # (B, H, L)
-    if dropout > 0.0:
-        rng = bk.dropout_rng(rng, like=y)                          # one stream for all chunks
-    out = None
-    for i, h0 in enumerate(range(0, H, channel_chunk)):
-        sl = slice(h0, min(h0 + channel_chunk, H))
-        out = _mix_part(bk, y[:, :, sl], out_weight, out_bias, sl, dropout, rng, i, out)
-    return out                                                     # (B, H, L)
+        return bk.linear_channels(z, out_weight, out_bias)         # (B, H_out, P)
+    return mix_chunks(bk, lambda sl: y[:, :, sl], H, channel_chunk, out_weight, out_bias,
+                      dropout, rng, like=y)

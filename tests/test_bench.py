@@ -6,6 +6,7 @@ asv's job, and CI runs every benchmark once with ``asv run -E existing --quick``
 from __future__ import annotations
 
 import glob
+import math
 import importlib
 import json
 import os
@@ -188,3 +189,37 @@ def test_decode_cases_agree_and_compare_decode_runs():
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert "| numpy | 256 | 1 |" in out.stdout
+
+
+def test_conv2d_benchmarks_and_baselines():
+    """bench_conv2d defines its rows; the baselines are honest layers: the dense FFT kernel
+    computes a linear (not circular) convolution (with a 7x7 kernel embedded at its centre
+    it equals the depthwise nn.Conv2d row), and compare_conv2d.py prints every row."""
+    torch = pytest.importorskip("torch")
+    module = importlib.import_module("asv_benchmarks.bench_conv2d")
+    assert {"Conv2dForward.time_forward", "Conv2dForwardBackward.time_forward_backward",
+            "Conv2dParameters.track_spatial_parameters"} <= set(_benchmark_names(module))
+    from asv_benchmarks.conv2d_baselines import make_layer
+    H, X, Y = 3, 9, 12
+    conv, dense = make_layer("conv7x7", H, X, Y), make_layer("dense_fft", H, X, Y)
+    with torch.no_grad():
+        dense.weight.zero_()
+        cx, cy = X // 2, Y // 2                    # offset (0, 0) sits at index (X//2, Y//2)
+        # nn.Conv2d correlates: weight[i, j] reads u[x + i - 3, y + j - 3], i.e. offset
+        # (3 - i, 3 - j) of a convolution kernel
+        dense.weight[:, cx - 3:cx + 4, cy - 3:cy + 4] = conv.dwconv.weight[:, 0].flip(-1, -2)
+        dense.load_state_dict({**dense.state_dict(), "D": conv.D,
+                               "output_linear.weight": conv.output_linear.weight,
+                               "output_linear.bias": conv.output_linear.bias})
+        u = torch.randn(2, H, X, Y)
+        scale = conv(u).abs().max()
+        assert (dense(u) - conv(u)).abs().max() <= 64 * 2 ** -23 * math.log2(4 * X * Y) * scale
+        dense.D.mul_(0.5)                          # and the comparison can fail
+        assert (dense(u) - conv(u)).abs().max() > 1e-3 * scale
+    proc = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "compare_conv2d.py"),
+                           "--sizes", "5", "--widths", "2", "--batch", "1", "--repeats", "1"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.returncode == 0, proc.stderr
+    for mode in ("forward", "forward+backward", "inference"):
+        assert re.search(rf"^\| 5 \| 2 \| 1 \| {re.escape(mode)} \|", proc.stdout, re.M), proc.stdout

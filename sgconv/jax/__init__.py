@@ -18,6 +18,9 @@
   decoding of a causal layer, pure functions over pytrees (``step`` jits and scans).
 - :func:`trainable`: the mask of trained leaves (False for the state m and Z).
 - :func:`as_jax_params`: parameters of any backend (``from_state_dict``, ``load``) as JAX.
+- 2D SGConv (images, (B, H, X, Y)): :func:`init2d`, :func:`kernel2d`, :func:`apply2d`,
+  :func:`prepare2d`, :func:`trainable2d`, :func:`as_jax_params2d` over
+  :class:`sgconv.Params2d` (docs/jax.md, "Two-dimensional SGConv").
 
 The configuration is static (pytree metadata), everything works under ``jit``, ``grad``,
 ``vmap`` and ``value_and_grad``, and calls at the same shapes reuse one compiled program.
@@ -41,6 +44,10 @@ from ._functional import (Prepared, apply, as_jax_params, init, kernel, prepare,
                           trainable)
 from ._layer import SGConv  # noqa: E402
 from ._decode import DecodeState, Decoder, decode_state, decoder, prefill, step  # noqa: E402
+from ._functional2d import (Prepared2d, apply2d, as_jax_params2d, init2d,  # noqa: E402
+                            kernel2d, prepare2d, trainable2d)
 
 __all__ = ["init", "kernel", "apply", "prepare", "Prepared", "trainable", "as_jax_params",
-           "SGConv", "Decoder", "DecodeState", "decoder", "decode_state", "prefill", "step"]
+           "SGConv", "Decoder", "DecodeState", "decoder", "decode_state", "prefill", "step",
+           "init2d", "kernel2d", "apply2d", "prepare2d", "Prepared2d", "trainable2d",
+           "as_jax_params2d"]

@@ -61,6 +61,16 @@ def as_jax_params(params: Params, dtype=None) -> Params:
     when ``dtype`` asks for it).
     """
     _check_params(params)
+    try:
+        return to_jax_leaves(params, dtype)
+    except TypeError as exc:
+        raise TypeError(f"cannot convert the {params.backend} parameters to JAX: {exc} (or "
+                        f"choose the dtype: sgconv.jax.as_jax_params(params, jnp.float32))") from exc
+
+
+def to_jax_leaves(params, dtype=None):
+    """Every array of ``params`` (sgconv.Params or Params2d: anything with ``_map``) as a JAX
+    array, cast to ``dtype`` when given; arrays of other frameworks go via the host."""
     name = None if dtype is None else _dtype_name(dtype)
 
     def convert(x):
@@ -71,11 +81,7 @@ def as_jax_params(params: Params, dtype=None) -> Params:
             x = _get_backend(owner).to_numpy(x)                   # torch, cupy: via the host
         return _BK.asarray(x, dtype=name)
 
-    try:
-        return params._map(convert)
-    except TypeError as exc:
-        raise TypeError(f"cannot convert the {params.backend} parameters to JAX: {exc} (or "
-                        f"choose the dtype: sgconv.jax.as_jax_params(params, jnp.float32))") from exc
+    return params._map(convert)
 
 
 # --- init ---------------------------------------------------------------------------------

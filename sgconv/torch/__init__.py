@@ -15,6 +15,8 @@
   step-by-step decoding of a causal layer, O(d log L) per token (inference only).
 - :class:`GConv`: the released module's name, positional arguments and return value
   (``y, _ = layer(u)``; ``y, k = layer(u, return_kernel=True)``), built on :class:`SGConv`.
+- :class:`SGConv2d`: 2D SGConv for images, (B, H, X, Y) -> (B, H, X, Y), a global
+  drop-in where a depthwise ``nn.Conv2d(H, H, 7, padding=3, groups=H)`` is.
 - :mod:`sgconv.torch.functional`: ``kernel``, ``conv`` and ``layer`` as functions of tensors.
 
 Importing this module imports PyTorch (``import sgconv`` alone does not).
@@ -33,5 +35,6 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
 
 from . import functional  # noqa: E402
 from ._module import GConv, SGConv, ShortKernelWarning  # noqa: E402
+from ._module2d import SGConv2d  # noqa: E402
 
-__all__ = ["SGConv", "GConv", "ShortKernelWarning", "functional"]
+__all__ = ["SGConv", "GConv", "ShortKernelWarning", "functional", "SGConv2d"]
