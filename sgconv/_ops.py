@@ -405,6 +405,8 @@ def layer(bk, config: SGConvConfig, source, u, *, dropout: float = 0.0, rng=None
     None chooses it from the memory budget (:func:`choose_channel_chunk`).  With chunks of h
     channels, out = b + sum_chunks W[:, chunk] @ dropout(GELU(conv(u[:, chunk]))): the
     mixing splits by columns, and each chunk's output is added into one (B, H, L) buffer.
+    The mixing weight may have any number of rows H_out (2H when a GLU follows it, as in
+    ``sgconv.torch.SGConv(postact='glu')``): the output is then (B, H_out, L).
     """
     B, H, L = u.shape
     if isinstance(source, Prepared):
@@ -422,7 +424,8 @@ def layer(bk, config: SGConvConfig, source, u, *, dropout: float = 0.0, rng=None
         y = conv_with_spectrum(bk, u, spectrum_of(slice(None)), plan)  # (B, C, H, L)
         return mix(bk, y, out_weight, out_bias, dropout, rng)      # (B, H, L)
     C = config.channels
-    W = out_weight.reshape(H, C, H)                                # (H, C, H): [o, c, h]
+    H_out = out_weight.shape[0]                                    # H, or 2H before a GLU
+    W = out_weight.reshape(H_out, C, H)                            # (H_out, C, H): [o, c, h]
     out = None
     for i, h0 in enumerate(range(0, H, h)):
         sl = slice(h0, min(h0 + h, H))
@@ -430,8 +433,8 @@ def layer(bk, config: SGConvConfig, source, u, *, dropout: float = 0.0, rng=None
         z = bk.gelu(y.reshape(B, -1, L))                           # (B, C*h, L)
         if dropout > 0.0:
             z = bk.dropout(z, dropout, bk.fold_rng(rng, i))
-        W_part = W[:, :, sl].reshape(H, -1)                        # (H, C*h)
-        out = bk.linear_channels(z, W_part, out_bias, out=out)    # (B, H, L), accumulated
+        W_part = W[:, :, sl].reshape(H_out, -1)                    # (H_out, C*h)
+        out = bk.linear_channels(z, W_part, out_bias, out=out)    # (B, H_out, L), accumulated
     return out
 
 
