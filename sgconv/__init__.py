@@ -18,6 +18,7 @@ Backends: ``sgconv.use('torch')``, ``with sgconv.using('jax'): ...``.
 from . import interop
 from ._api import Prepared, apply, conv, kernel, prepare
 from ._config import SGConvConfig
+from ._model_config import ModelConfig
 from ._ops import get_memory_budget, memory_budget, set_memory_budget
 from ._params import Params, from_state_dict, init, load, save, to_state_dict
 from ._switch import (BackendInfo, available_backends, backend, get_backend, known_backends,
@@ -34,3 +35,4 @@ __all__ = [
     "register_backend", "BackendInfo", "Backend", "BackendUnavailableError", "interop",
     "__version__",
 ]
+__all__ += ["ModelConfig"]

@@ -14,6 +14,10 @@
 - :class:`GConv`: the released module's name, positional arguments and return value
   (``y, _ = layer(u)``; ``y, k = layer(u, return_kernel=True)``), built on :class:`SGConv`.
 - :mod:`sgconv.torch.functional`: ``kernel``, ``conv`` and ``layer`` as functions of tensors.
+- :class:`SGConvBlock`, :class:`SequenceModel` (:mod:`sgconv.torch.models`): the authors' LRA
+  backbone (norm, SGConv, dropout, residual; encoder, blocks, pooled decoder, padding
+  masks), and :func:`parameter_groups` / :func:`make_optimizer` (kernels at their own
+  learning rate); baseline layers in :mod:`sgconv.torch.baselines`.
 
 Importing this module imports PyTorch (``import sgconv`` alone does not).
 """
@@ -31,5 +35,10 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
 
 from . import functional  # noqa: E402
 from ._module import GConv, SGConv  # noqa: E402
+from . import baselines  # noqa: E402
+from .models import (ModelConfig, Norm, ResidualBlock, SequenceModel, SGConvBlock,  # noqa: E402
+                     build_blocks, make_optimizer, parameter_groups)
 
 __all__ = ["SGConv", "GConv", "functional"]
+__all__ += ["SGConvBlock", "ResidualBlock", "Norm", "SequenceModel", "ModelConfig",
+            "build_blocks", "parameter_groups", "make_optimizer", "baselines"]
