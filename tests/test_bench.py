@@ -79,6 +79,7 @@ def test_own_modules_define_benchmarks():
                             "JaxInference.time_forward", "FFTLength.time_rfft_irfft"],
         "numpy_floor": ["NumpyConvFloor.time_sgconv_conv", "NumpyConvFloor.time_floor",
                         "NumpyConvFloor.track_ratio_to_floor"],
+        "bench_models": ["ModelBlocks.time_forward_backward"],
     }
     for module_name, names in expected.items():
         module = importlib.import_module(f"asv_benchmarks.{module_name}")
