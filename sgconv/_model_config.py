@@ -1,6 +1,6 @@
 """The configuration of a sequence model built from SGConv blocks (or a baseline layer).
 
-Framework-free (NumPy-free, even): the PyTorch model (:class:`sgconv.torch.SequenceModel`)
+Framework-free: the PyTorch model (:class:`sgconv.torch.SequenceModel`)
 and the JAX model (:mod:`sgconv.jax.models`) are both built from one :class:`ModelConfig`,
 so the same configuration and weights give the same outputs on either framework.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+
+from ._checks import check_int
 
 __all__ = ["ModelConfig", "LAYERS", "NORMS", "POOLS"]
 
@@ -23,12 +25,7 @@ POSTACTS = (None, "glu")
 
 
 def _int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"ModelConfig.{name} must be an int >= {minimum}, got {value!r} "
-                        f"({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"ModelConfig.{name} must be >= {minimum}, got {value}")
-    return int(value)
+    return check_int(f"ModelConfig.{name}", value, minimum)
 
 
 def _choice(name: str, value, choices) -> str:

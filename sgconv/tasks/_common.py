@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from typing import Any
 
 import numpy as np
+
+from .._checks import check_int
 
 __all__ = ["Split", "Task", "lengths_to_mask"]
 
@@ -72,12 +73,7 @@ def lengths_to_mask(lengths, length: int) -> np.ndarray:
 
 def check_count(name: str, value, minimum: int = 0) -> int:
     """An int >= minimum (split sizes, lengths, vocabulary sizes)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} "
-                        f"({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
+    return check_int(name, value, minimum)
 
 
 def check_seed(seed) -> int:

@@ -88,55 +88,46 @@ def _kernel_parameter(tensor: torch.Tensor, optim: dict) -> nn.Parameter:
     return p
 
 
-class LocalConv(KernelConv):
+class _FreeKernel(KernelConv):
+    """A kernel of ``taps`` free weights per row, (C', H, taps) ~ N(0, 1 / taps) (rows start
+    near unit norm, like SGConv's); a sequence of length L < taps uses the first L."""
+
+    def __init__(self, d_model: int, taps: int, *, lr: float = 0.001, **options):
+        super().__init__(d_model, **options)
+        if taps < 1:
+            raise ValueError(f"{type(self).__name__} needs at least one tap, got {taps}")
+        self.taps = int(taps)
+        factory = {"device": self.D.device, "dtype": self.D.dtype}
+        self.weight = _kernel_parameter(
+            torch.randn(self.kernel_rows, self.d_model, taps, **factory) / math.sqrt(taps),
+            {"lr": lr})                                                         # (C', H, taps)
+
+    def kernel(self, length: int) -> torch.Tensor:
+        return self.weight[..., :min(self.taps, length)]                       # (C', H, Lk)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, taps={self.taps}, channels={self.channels}, "
+                f"bidirectional={self.bidirectional}, postact={self.postact!r}")
+
+
+class LocalConv(_FreeKernel):
     """A depthwise convolution with ``width`` taps per direction (lags 0..width-1, and
-    1..width ahead when bidirectional): it sees only its neighbourhood.
+    1..width ahead when bidirectional): it sees only its neighbourhood.  Weights
+    (C', H, width) ~ N(0, 1 / width)."""
 
-    Weights (C', H, width) ~ N(0, 1 / width), so each kernel row starts near unit norm like
-    SGConv's.  A sequence shorter than ``width`` uses the first L taps.
-    """
-
-    def __init__(self, d_model: int, width: int, *, lr: float = 0.001, **options):
-        super().__init__(d_model, **options)
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
-        self.width = int(width)
-        factory = {"device": self.D.device, "dtype": self.D.dtype}
-        self.weight = _kernel_parameter(
-            torch.randn(self.kernel_rows, self.d_model, width, **factory) / math.sqrt(width),
-            {"lr": lr})                                                         # (C', H, width)
-
-    def kernel(self, length: int) -> torch.Tensor:
-        return self.weight[..., :min(self.width, length)]                      # (C', H, Lk)
-
-    def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, width={self.width}, channels={self.channels}, "
-                f"bidirectional={self.bidirectional}, postact={self.postact!r}")
+    def __init__(self, d_model: int, width: int, **options):
+        super().__init__(d_model, width, **options)
+        self.width = self.taps
 
 
-class DenseConv(KernelConv):
-    """A free long kernel, one weight per lag up to ``l_max`` (zero beyond).
+class DenseConv(_FreeKernel):
+    """A free long kernel, one weight per lag up to ``l_max`` (zero beyond).  Weights
+    (C', H, l_max) ~ N(0, 1 / l_max): unit-norm rows at the start, no decay and no shared
+    structure, so the parameter count grows linearly with l_max."""
 
-    Weights (C', H, l_max) ~ N(0, 1 / l_max): unit-norm rows at the start, no decay and no
-    shared structure, so the parameter count grows linearly with l_max.
-    """
-
-    def __init__(self, d_model: int, l_max: int, *, lr: float = 0.001, **options):
-        super().__init__(d_model, **options)
-        if l_max < 1:
-            raise ValueError(f"l_max must be >= 1, got {l_max}")
-        self.l_max = int(l_max)
-        factory = {"device": self.D.device, "dtype": self.D.dtype}
-        self.weight = _kernel_parameter(
-            torch.randn(self.kernel_rows, self.d_model, l_max, **factory) / math.sqrt(l_max),
-            {"lr": lr})                                                         # (C', H, l_max)
-
-    def kernel(self, length: int) -> torch.Tensor:
-        return self.weight[..., :min(self.l_max, length)]                      # (C', H, Lk)
-
-    def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, l_max={self.l_max}, channels={self.channels}, "
-                f"bidirectional={self.bidirectional}, postact={self.postact!r}")
+    def __init__(self, d_model: int, l_max: int, **options):
+        super().__init__(d_model, l_max, **options)
+        self.l_max = self.taps
 
 
 class S4DConv(KernelConv):
