@@ -53,9 +53,23 @@ def _settings(mode: str) -> dict:
     raise ValueError(f"unknown mode {mode!r}; expected 'full', 'quick' or 'smoke'")
 
 
+def long_listops(seeds: int | None = None) -> list[dict]:
+    """The investigation of ListOps (mode 'long'): the full grid's ListOps models trained
+    five times longer (4000 steps, about 8 epochs), one seed unless asked for more."""
+    out = []
+    for run in runs("full", seeds or 1):
+        if run["group"] == "main" and run["task"]["name"] == "listops" \
+                and run["model"] in ("sgconv", "local", "s4d"):
+            run["train_options"] = _optim(4000, 250, 32, 0.001)
+            out.append(run)
+    return out
+
+
 def runs(mode: str, seeds: int | None = None) -> list[dict]:
     """Every run of ``mode``: dicts with id, group, task (spec), model, model_options,
     train_options, seed (and ablation=(what, value) for the ablations)."""
+    if mode == "long":
+        return long_listops(seeds)
     s = _settings(mode)
     n_train, n_val, n_test = s["n"]
     L, H = s["L"], s["H"]

@@ -51,14 +51,21 @@ def _majority(out: str, spec: dict) -> str:
     return f"{100 * counts.max() / counts.sum():.1f}%"
 
 
+def _load(records: list[dict]) -> str:
+    """The 5-minute load average at the end of the runs (2 = both cores busy): tokens/s
+    measured on a shared machine are only comparable at similar load."""
+    loads = [r["load_average"] for r in records if "load_average" in r]
+    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "n/a"
+
+
 def main_table(records: list[dict], out: str) -> list[str]:
     cells = defaultdict(list)
     for r in records:
         if r["group"] == "main":
             cells[(r["task"]["name"], r["model"])].append(r)
     lines = ["| task | model | test score (mean ± std) | seeds | parameters | train tokens/s "
-             "| peak memory (MiB) | train time (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| peak memory (MiB) | train time (s) | machine load |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for task in TASK_ORDER:
         models = [m for m in MODEL_ORDER if (task, m) in cells]
         if not models:
@@ -75,7 +82,8 @@ def main_table(records: list[dict], out: str) -> list[str]:
                 f"| {len(rs)} | {rs[0]['num_parameters']:,} "
                 f"| {statistics.fmean(r['train_tokens_per_s'] for r in rs):,.0f} "
                 f"| {statistics.fmean(r['peak_mem_mib'] for r in rs):,.0f} "
-                f"| {statistics.fmean(r['train_time_s'] for r in rs):,.0f} |")
+                f"| {statistics.fmean(r['train_time_s'] for r in rs):,.0f} "
+                f"| {_load(rs)} |")
     return lines
 
 

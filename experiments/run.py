@@ -3,6 +3,7 @@
     python experiments/run.py                 # the full grid (~90 min on a quiet 2-core CPU)
     python experiments/run.py --quick         # the same grid, small (~10 min)
     python experiments/run.py --smoke         # seconds: the pipeline runs and the loss falls
+    python experiments/run.py --long          # ListOps 5x longer: SGConv, local, S4D
     python experiments/run.py --report        # only rebuild the table and plots from results
 
 Every run writes its own result file (``results/<mode>/runs/<id>.json``) and is skipped
@@ -85,6 +86,8 @@ def main(argv=None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="the small grid (~10 minutes)")
     group.add_argument("--smoke", action="store_true", help="a seconds-long pipeline check")
+    group.add_argument("--long", action="store_true",
+                       help="ListOps trained 5x longer (SGConv, local, S4D; ~30 minutes)")
     parser.add_argument("--out", default=None,
                         help="results folder (default experiments/results/<mode>)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per cell (default 3)")
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
     if args.worker:
         worker(args.worker)
         return 0
-    mode = "quick" if args.quick else "smoke" if args.smoke else "full"
+    mode = "quick" if args.quick else "smoke" if args.smoke else "long" if args.long else "full"
     out = os.path.abspath(args.out or os.path.join(HERE, "results", mode))
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     started = time.perf_counter()
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
             subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", spec_path],
                            check=True)
             os.remove(spec_path)
-        if not args.no_speed and args.only is None:
+        if not args.no_speed and args.only is None and mode != "long":
             import speed
             status = speed.run(mode, out, out_of_time)
             if status == MORE_TO_DO:

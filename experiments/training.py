@@ -246,7 +246,7 @@ def train(task: tasks.Task, model_options: dict, train_options: dict, seed: int,
                 train_time += time.perf_counter() - t0
                 tokens += int(mask.sum())
                 step += 1
-                value = float(loss)
+                value = loss.item()
                 if not math.isfinite(value):
                     raise FloatingPointError(f"{label}: the training loss is {value} at step "
                                              f"{step}")
@@ -280,5 +280,6 @@ def train(task: tasks.Task, model_options: dict, train_options: dict, seed: int,
         "train_tokens_per_s": tokens / train_time,
         "train_time_s": train_time,
         "peak_mem_mib": peak_rss_mib() - rss_start,
+        "load_average": os.getloadavg()[1],     # the machine's 5-minute load at the end
         "kernel": learned_kernels(model, L),
     }

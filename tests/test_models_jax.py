@@ -91,17 +91,23 @@ def test_weights_move_both_ways_and_init_matches_the_layout():
     np.testing.assert_allclose(k.norm(dim=-1).detach().numpy(), 1.0, rtol=1e-5)
 
 
-def test_grad_and_dropout():
+@pytest.fixture(scope="module")
+def small():
+    """One small model with dropout for the tests below (JAX compiles once per shape)."""
     cfg = ModelConfig(vocab_size=11, d_output=3, d_model=8, n_layers=1, l_max=16,
                       kernel_dim=4, dropout=0.2)
-    model = sjm.SequenceModel.init(1, cfg)
+    return sjm.SequenceModel.init(1, cfg)
+
+
+def test_grad_and_dropout(small):
+    model = small
     x = jnp.asarray(np.random.default_rng(1).integers(0, 11, (2, 16)))
 
     def loss(m, key):
         out, _ = sjm.apply(m, x, train=True, key=key)
         return jnp.sum(out ** 2)
 
-    grads = jax.jit(jax.grad(loss))(model, jax.random.key(3))
+    grads = jax.grad(loss)(model, jax.random.key(3))
     assert all(float(jnp.abs(g).max()) > 0 for k, g in grads.params.items()
                if "kernel_list" in k or k == "decoder.weight")
     assert all(float(jnp.abs(g).max()) == 0 for g in grads.state.values())   # state: no grad
@@ -113,9 +119,8 @@ def test_grad_and_dropout():
     assert jax.tree.structure(model.trainable()) == jax.tree.structure(model)
 
 
-def test_errors():
-    cfg = ModelConfig(vocab_size=11, d_output=3, d_model=8, n_layers=1, l_max=16)
-    model = sjm.SequenceModel.init(0, cfg)
+def test_errors(small):
+    model, cfg = small, small.config
     x = jnp.zeros((2, 10), jnp.int32)
     with pytest.raises(ValueError, match=r"shape \(B, L\) = \(2, 10\)"):
         model(x, jnp.ones((2, 9), bool))
