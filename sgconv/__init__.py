@@ -26,6 +26,7 @@ from ._api import Prepared, apply, conv, kernel, prepare
 from ._config import SGConvConfig
 from ._checkpoint import CheckpointError, load, save
 from ._decode_api import DecodeState, Decoder, decode_state, decoder, prefill, step
+from ._model_config import ModelConfig
 from ._ops import get_memory_budget, memory_budget, set_memory_budget
 from ._params import Params, from_state_dict, init, to_state_dict
 from ._switch import (BackendInfo, available_backends, backend, get_backend, known_backends,
@@ -49,3 +50,4 @@ __all__ = [
     "SGConv2dConfig", "Params2d", "init2d", "kernel2d", "conv2d", "apply2d", "prepare2d",
     "Prepared2d", "to_state_dict2d", "from_state_dict2d",
 ]
+__all__ += ["ModelConfig"]

@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 __all__ = ["FLOAT_DTYPES", "check_bool", "check_rate", "check_block_size", "check_channel_chunk",
-           "check_length", "check_float", "check_input"]
+           "check_length", "check_float", "check_input", "check_int"]
 
 #: The real floating dtypes sgconv computes with (half precision is computed in float32).
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -123,3 +123,12 @@ def check_input(bk, u, d_model: int | None, transposed: bool = True,
     if shape[L_axis] == 0:
         raise ValueError(f"u has length L=0 (shape {tuple(u.shape)}); expected L >= 1")
     return u
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """A Python (or NumPy) int >= ``minimum`` (a size, a count, a seed); bools are refused."""
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {_got(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return int(value)

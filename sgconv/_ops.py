@@ -430,6 +430,8 @@ def layer(bk, config: SGConvConfig, source, u, *, dropout: float = 0.0, rng=None
     None chooses it from the memory budget (:func:`choose_channel_chunk`).  With chunks of h
     channels, out = b + sum_chunks W[:, chunk] @ dropout(GELU(conv(u[:, chunk]))): the
     mixing splits by columns, and each chunk's output is added into one (B, H, L) buffer.
+    The mixing weight may have any number of rows H_out (2H when a GLU follows it, as in
+    ``sgconv.torch.SGConv(postact='glu')``): the output is then (B, H_out, L).
     """
     B, H, L = u.shape
     if isinstance(source, Prepared):

@@ -81,6 +81,7 @@ def test_own_modules_define_benchmarks():
         "numpy_floor": ["NumpyConvFloor.time_sgconv_conv", "NumpyConvFloor.time_floor",
                         "NumpyConvFloor.track_ratio_to_floor"],
         "bench_decode": ["DecodeToken.time_token", "DecodeToken.peakmem_state"],
+        "bench_models": ["ModelBlocks.time_forward_backward"],
     }
     for module_name, names in expected.items():
         module = importlib.import_module(f"asv_benchmarks.{module_name}")

@@ -18,6 +18,10 @@
 - :class:`SGConv2d`: 2D SGConv for images, (B, H, X, Y) -> (B, H, X, Y), a global
   drop-in where a depthwise ``nn.Conv2d(H, H, 7, padding=3, groups=H)`` is.
 - :mod:`sgconv.torch.functional`: ``kernel``, ``conv`` and ``layer`` as functions of tensors.
+- :class:`SGConvBlock`, :class:`SequenceModel` (:mod:`sgconv.torch.models`): the authors' LRA
+  backbone (norm, SGConv, dropout, residual; encoder, blocks, pooled decoder, padding
+  masks), and :func:`parameter_groups` / :func:`make_optimizer` (kernels at their own
+  learning rate); baseline layers in :mod:`sgconv.torch.baselines`.
 
 Importing this module imports PyTorch (``import sgconv`` alone does not).
 """
@@ -36,5 +40,10 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
 from . import functional  # noqa: E402
 from ._module import GConv, SGConv, ShortKernelWarning  # noqa: E402
 from ._module2d import SGConv2d  # noqa: E402
+from . import baselines  # noqa: E402
+from .models import (ModelConfig, Norm, ResidualBlock, SequenceModel, SGConvBlock,  # noqa: E402
+                     build_blocks, make_optimizer, parameter_groups)
 
-__all__ = ["SGConv", "GConv", "ShortKernelWarning", "functional", "SGConv2d"]
+__all__ = ["SGConv", "GConv", "ShortKernelWarning", "functional", "SGConv2d",
+           "SGConvBlock", "ResidualBlock", "Norm", "SequenceModel", "ModelConfig",
+           "build_blocks", "parameter_groups", "make_optimizer", "baselines"]

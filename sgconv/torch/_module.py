@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import _checks, _decode, _ops
@@ -119,8 +120,12 @@ class SGConv(nn.Module):
             of long sequences and keeps the working set in cache.  The numbers are the
             same for every chunk size.
         device, dtype: where and in what dtype to create the parameters.
-        d_state, postact, hyper_act, verbose, shift, linear, init_scale, lr: the released
-            module's other keywords; d_state is ignored (it is ignored there too), ``verbose``
+        postact: None, or 'glu' as the released LRA configs use: the output linear maps
+            C*H -> 2H and a GLU (first half times the sigmoid of the second) brings it back
+            to H.  Its parameters are then ``output_linear.0.weight`` (2H, C*H) and
+            ``output_linear.0.bias`` (2H,), the released module's names for this option.
+        d_state, hyper_act, verbose, shift, linear, init_scale, lr: the released module's
+            other keywords; d_state is ignored (it is ignored there too), ``verbose``
             prints nothing (forward has no side effects), ``lr`` is stored as the
             sub-kernels' ``_optim`` learning rate as the released module does, and any value
             other than the default of the rest raises ValueError.
@@ -152,7 +157,10 @@ class SGConv(nn.Module):
                  lr: float | None = None):
         super().__init__()
         _require("activation", activation, "gelu", "the layer's nonlinearity is the exact GELU")
-        _require("postact", postact, None, "no activation after the output linear")
+        if postact not in (None, "glu"):
+            raise ValueError(f"postact={postact!r} is not supported by sgconv; expected None (no "
+                             f"activation after the output linear) or 'glu' (the linear maps "
+                             f"C*H -> 2H, then a GLU halves it, as the released LRA configs)")
         _require("hyper_act", hyper_act, None, "no multiplicative hypernetwork branch")
         _require("shift", shift, False, "no shift variant")
         _require("linear", linear, False, "the layer always has GELU and the output linear")
@@ -180,6 +188,7 @@ class SGConv(nn.Module):
         self.dropout_rate = float(dropout)
         self.block_size, self.channel_chunk = block_size, channel_chunk
         self.verbose = verbose
+        self.postact = postact
         self._init = options["init"]
         factory = {"device": device, "dtype": dtype}
         H, C, Cp, d = cfg.d_model, cfg.channels, cfg.kernel_rows, cfg.kernel_dim
@@ -187,9 +196,13 @@ class SGConv(nn.Module):
         # Registration order and draw order follow the released module.
         self.D = nn.Parameter(torch.empty(C, H, **factory))                       # (C, H)
         # skip_init: created without drawing, so that reset_parameters draws in order
-        self.output_linear = nn.utils.skip_init(                                  # (H, C*H)
-            nn.Linear, C * H, H, dtype=dtype,
+        mixing = nn.utils.skip_init(                                  # (H, C*H), or (2H, C*H)
+            nn.Linear, C * H, 2 * H if postact == "glu" else H, dtype=dtype,
             device=device if device is not None else torch.empty(()).device)
+        # postact 'glu': the released LinearActivation, Sequential(linear, GLU), so its
+        # state_dict keys are output_linear.0.weight (2H, C*H) and output_linear.0.bias (2H,)
+        self.output_linear = (mixing if postact is None else
+                              nn.Sequential(mixing, nn.GLU(dim=1 if transposed else -1)))
         self.kernel_list = nn.ParameterList(
             nn.Parameter(torch.empty(Cp, H, d, **factory)) for _ in range(cfg.num_scales))
         for w in self.kernel_list:
@@ -226,7 +239,7 @@ class SGConv(nn.Module):
         H = cfg.d_model
         with torch.no_grad():
             self.D.normal_()
-            self.output_linear.reset_parameters()
+            self._mixing.reset_parameters()
             for w in self.kernel_list:
                 if self._init == "cos":
                     # row h: cos over [0, 2 pi h'] at d points, for a random permutation h'
@@ -293,6 +306,11 @@ class SGConv(nn.Module):
 
     # --- forward ---------------------------------------------------------------------
 
+    @property
+    def _mixing(self) -> nn.Linear:
+        """The output linear: (H, C*H), or (2H, C*H) before the GLU of postact='glu'."""
+        return self.output_linear if self.postact is None else self.output_linear[0]
+
     def _arrays(self, cdtype, device) -> dict:
         H = self.config.d_model
         cast = lambda t: t.to(device=device, dtype=cdtype)  # noqa: E731
@@ -303,8 +321,8 @@ class SGConv(nn.Module):
             "kernel_norm": cast(self.kernel_norm.reshape(self.config.kernel_rows, H)),
             "decay": None if self.decay is None else cast(self.decay),
             "D": cast(self.D),
-            "out_weight": cast(self.output_linear.weight),
-            "out_bias": cast(self.output_linear.bias),
+            "out_weight": cast(self._mixing.weight),
+            "out_bias": cast(self._mixing.bias),
         }
 
     def _kernel_tensors(self):
@@ -355,11 +373,15 @@ class SGConv(nn.Module):
         L = u.shape[-1] if self.transposed else u.shape[1]
         arrays = self._arrays(cdtype, device)
         prepared = None if return_kernel else self._prepared(arrays, L, cdtype, device)
-        return run_layer(self.config, arrays if prepared is None else prepared, u,
-                         transposed=self.transposed,
-                         dropout=self.dropout_rate if self.training else 0.0, rng=None,
-                         block_size=None if prepared is not None else self.block_size,
-                         channel_chunk=self.channel_chunk, return_kernel=return_kernel)
+        out = run_layer(self.config, arrays if prepared is None else prepared, u,
+                        transposed=self.transposed,
+                        dropout=self.dropout_rate if self.training else 0.0, rng=None,
+                        block_size=None if prepared is not None else self.block_size,
+                        channel_chunk=self.channel_chunk, return_kernel=return_kernel)
+        if self.postact is None:
+            return out
+        glu = lambda y: F.glu(y, dim=1 if self.transposed else -1)  # noqa: E731  2H -> H
+        return (glu(out[0]), out[1]) if return_kernel else glu(out)
 
     # --- step-by-step decoding ------------------------------------------------------------
 
@@ -446,7 +468,9 @@ class SGConv(nn.Module):
         _decode.check_state(bk, self.config, str(cdtype).removeprefix("torch."), state)
         _decode.check_step_input(bk, self.config, state, u_t)
         dec = self._decoder(cdtype, u_t.device)
-        y, state = _decode.step(bk, dec, state, u_t.to(cdtype))
+        y, state = _decode.step(bk, dec, state, u_t.to(cdtype))     # (B, H), or (B, 2H)
+        if self.postact == "glu":
+            y = F.glu(y, dim=-1)                                      # as forward: 2H -> H
         return y.to(u_t.dtype), state
 
     # --- housekeeping ------------------------------------------------------------------
@@ -487,6 +511,8 @@ class SGConv(nn.Module):
             parts.append(f"decay=({cfg.decay_min}, {cfg.decay_max})")
         if self.mode != "cat_randn":
             parts.append(f"mode={self.mode!r}")
+        if self.postact is not None:
+            parts.append(f"postact={self.postact!r}")
         if not self.transposed:
             parts.append("transposed=False")
         if self.dropout_rate:
