@@ -1,6 +1,7 @@
 """A character-level SGConv language model that generates by step-by-step decoding.
 
-Run from the repository root (a few CPU minutes; the README next to this file records a run)::
+Run from the repository root (13.5 CPU minutes, 9 of them training, on this project's
+2-core machine; the README next to this file records a run)::
 
     python experiments/decoding/char_lm.py
 
