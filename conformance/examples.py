@@ -261,10 +261,18 @@ def design(n: int, **space) -> list:
 
     Row i is the same whatever n is, so a budget of n rows is a prefix of any larger one.
     """
+    return design_rows(n, _build, _strata, (), _RANK, **space)
+
+
+def design_rows(n: int, build, strata, salt: tuple, ranks: dict, **space) -> list:
+    """Rows 0..n-1 of a stratified design: row i is ``build`` over the draws of
+    :class:`_DesignDraws` (its stratified choices ``strata(i)``, the others from
+    ``default_rng([DESIGN_SEED, *salt, i])``); ``ranks`` records each row's index."""
     rows = []
     for i in range(n):
-        ex = _build(_DesignDraws(np.random.default_rng([DESIGN_SEED, i]), _strata(i)), **space)
-        _RANK.setdefault(ex, i)
+        rng = np.random.default_rng([DESIGN_SEED, *salt, i])
+        ex = build(_DesignDraws(rng, strata(i)), **space)
+        ranks.setdefault(ex, i)
         rows.append(ex)
     return rows
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 from hypothesis import event, note
 from hypothesis import strategies as st
 
 import sgconv
 
-from .examples import DESIGN_SEED, _DesignDraws, _StrategyDraws
+from .examples import _StrategyDraws, design_rows
 
 __all__ = ["Example2d", "examples2d", "design2d", "design_rank2d", "PINNED2D", "label2d",
            "MAX_SIDE", "SIDE_KINDS"]
@@ -159,13 +158,7 @@ def design2d(n: int, **space) -> list:
     """The first ``n`` rows of the 2D CI design over ``space``: stratified as
     :func:`_strata2d` says, every other choice from row i's own seeded generator; row i is
     the same whatever n is."""
-    rows = []
-    for i in range(n):
-        ex = _build2d(_DesignDraws(np.random.default_rng([DESIGN_SEED, 2, i]), _strata2d(i)),
-                      **space)
-        _RANK.setdefault(ex, i)
-        rows.append(ex)
-    return rows
+    return design_rows(n, _build2d, _strata2d, (2,), _RANK, **space)
 
 
 def design_rank2d(ex: Example2d) -> int | None:

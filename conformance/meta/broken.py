@@ -78,18 +78,21 @@ def backend_name(bug: str) -> str:
 
 
 class BrokenBackend(NumpyBackend):
-    """The NumPy backend, named ``broken_<bug>``; subclasses override primitives."""
+    """The NumPy backend, named ``broken_<bug>``; subclasses override primitives.  (The 2D
+    suite's broken backends, meta/broken2d.py, differ only in these class attributes.)"""
+
+    prefix, bugs, suite = "broken", BUGS, "the meta-tests"
 
     def __init__(self, bug: str):
         super().__init__()
         self.bug = bug
-        self.name = backend_name(bug)
+        self.name = f"{self.prefix}_{bug}"
 
     def version(self) -> str:
-        return f"NumPy backend with a planted bug: {BUGS[self.bug]}"
+        return f"NumPy backend with a planted bug: {self.bugs[self.bug]}"
 
     def device_description(self) -> str:
-        return "cpu (deliberately broken, for the meta-tests)"
+        return f"cpu (deliberately broken, for {self.suite})"
 
 
 class _AntiShift(BrokenBackend):

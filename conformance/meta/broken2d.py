@@ -22,9 +22,9 @@ import numpy as np
 
 import sgconv
 from sgconv import _ops, _ops2d, _switch
-from sgconv.backends.numpy import NumpyBackend
 
 from . import broken
+from .broken import BrokenBackend
 
 __all__ = ["BUGS_2D", "backend_name", "install", "uninstall", "installed"]
 
@@ -42,19 +42,10 @@ def backend_name(bug: str) -> str:
     return f"broken2d_{bug}"
 
 
-class Broken2dBackend(NumpyBackend):
+class Broken2dBackend(BrokenBackend):
     """The NumPy backend, named ``broken2d_<bug>``; subclasses override primitives."""
 
-    def __init__(self, bug: str):
-        super().__init__()
-        self.bug = bug
-        self.name = backend_name(bug)
-
-    def version(self) -> str:
-        return f"NumPy backend with a planted 2D bug: {BUGS_2D[self.bug]}"
-
-    def device_description(self) -> str:
-        return "cpu (deliberately broken, for the 2D meta-tests)"
+    prefix, bugs, suite = "broken2d", BUGS_2D, "the 2D meta-tests"
 
 
 class _DMissing(Broken2dBackend):
