@@ -507,7 +507,7 @@ def test_gconv_call_convention():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(activation="relu"), "activation"), (dict(shift=True), "shift"),
     (dict(linear=True), "linear"), (dict(init_scale=1), "init_scale"),
-    (dict(postact="glu"), "postact"), (dict(hyper_act="sigmoid"), "hyper_act"),
+    (dict(postact="tanh"), "postact"), (dict(hyper_act="sigmoid"), "hyper_act"),
     (dict(mode="sum_randn"), "sum"), (dict(mode="cat_randn_foo"), "foo"),
     (dict(mode="cat_fixed_randn"), "fixed"), (dict(mode="cat"), "randn"),
     (dict(dropout=1.0), "dropout"), (dict(d_state=0), "d_state"),
