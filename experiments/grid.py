@@ -1,8 +1,8 @@
 """What the experiments run: tasks, models, seeds and ablations for each mode.
 
 A run is (task, model, seed) with its training options; its id names its result file.
-``full`` is the committed table (about 90 minutes on a quiet 2-core CPU), ``quick`` the
-same grid on smaller data and fewer steps (about 10 minutes), ``smoke`` a seconds-long
+``full`` is the paper-scale table (63 runs of 50-95 s each on a 2-core CPU), ``quick`` the
+same grid on smaller data and fewer steps (60 runs of 10-80 s), ``smoke`` a seconds-long
 pass through the whole pipeline (CI runs it).
 """
 

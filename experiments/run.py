@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="the small grid (~10 minutes)")
+    group.add_argument("--quick", action="store_true", help="the small grid (60 short runs)")
     group.add_argument("--smoke", action="store_true", help="a seconds-long pipeline check")
     group.add_argument("--long", action="store_true",
                        help="ListOps trained 5x longer (SGConv, local, S4D; ~30 minutes)")
