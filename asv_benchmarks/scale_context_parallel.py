@@ -49,7 +49,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -75,7 +74,7 @@ def child(rank: int, parts: int, port: int, L: int, H: int, B: int, mode: str, r
         sys.path.insert(0, ROOT)                    # else this checkout's
     import torch
     import torch.distributed as dist
-    from compare_torch import _hwm_kib, _reset_hwm, _rss_kib   # the same memory probes
+    from sgconv import _measure                     # the memory probes of every benchmark
 
     import sgconv.torch as sgt
     from sgconv.torch.distributed import (ContextParallelSGConv, communication_volume,
@@ -85,7 +84,7 @@ def child(rank: int, parts: int, port: int, L: int, H: int, B: int, mode: str, r
     tiny = sgt.SGConv(4, 64)                        # load and initialise the libraries
     tiny(torch.randn(1, 4, 64, requires_grad=True)).sum().backward()
     del tiny
-    runtime_kib = _rss_kib()
+    runtime_kib = _measure.rss_kib()
     sent = [0]
     if parts > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -126,7 +125,7 @@ def child(rank: int, parts: int, port: int, L: int, H: int, B: int, mode: str, r
     u.grad = None
     layer.zero_grad(set_to_none=True)
     barrier = dist.barrier if parts > 1 else (lambda: None)
-    exact = _reset_hwm()
+    exact = _measure.rss_peak_reset()
     sent[0] = 0
     times = []
     for _ in range(repeats):
@@ -135,7 +134,7 @@ def child(rank: int, parts: int, port: int, L: int, H: int, B: int, mode: str, r
         out = call()
         times.append(time.perf_counter() - start)
         del out
-    peak_kib = _hwm_kib() if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = _measure.hwm_kib() if exact else _measure.maxrss_kib()
     formula = communication_volume(B, H, L, parts) if parts > 1 else {"total": 0}
     result = {"rank": rank, "times": times, "runtime_mib": runtime_kib / 1024,
               "peak_mib": (peak_kib - runtime_kib) / 1024, "exact": exact,

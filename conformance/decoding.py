@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import reference
+from . import reference
 import sgconv
 
 from . import oracle, tolerance

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import reference
+from . import reference
 
 from . import oracle
 

@@ -16,7 +16,7 @@ import tempfile
 
 import numpy as np
 
-import reference
+from . import reference
 import sgconv
 
 from . import frameworks, oracle, oracle2d, tolerance, tolerance2d

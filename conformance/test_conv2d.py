@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import reject
 
-import reference
+from . import reference
 
 from . import oracle2d, tolerance, tolerance2d
 from . import properties2d as P

@@ -48,7 +48,7 @@ import math
 
 import numpy as np
 
-import reference
+from . import reference
 
 from . import oracle, oracle2d, tolerance
 from .tolerance import EPS64, GELU_D1, GELU_D2, eps, fft_bound

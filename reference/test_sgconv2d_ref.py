@@ -16,9 +16,9 @@ import pytest
 import scipy.signal
 from scipy.special import erf
 
-from reference import (axis_state, centred, conv2d, conv_bidirectional, init_state2d, kernel,
+from . import (axis_state, centred, conv2d, conv_bidirectional, init_state2d, kernel,
                        kernel2d, layer2d, num_parameters, num_parameters2d)
-from reference.test_sgconv_ref import EPS, assert_close, sum_bound
+from .test_sgconv_ref import EPS, assert_close, sum_bound
 
 # 1. Parameters ----------------------------------------------------------------------------
 

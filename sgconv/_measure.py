@@ -150,13 +150,14 @@ def host_peak_mib(fn: Callable[[], Any]) -> tuple:
     exact = rss_peak_reset()
     before = rss_kib()
     fn()
-    peak = hwm_kib() if exact else _maxrss_kib()
+    peak = hwm_kib() if exact else maxrss_kib()
     if before is None or peak is None:
         return None, False
     return max(peak - before, 0) / 1024, exact
 
 
-def _maxrss_kib() -> int | None:
+def maxrss_kib() -> int | None:
+    """The process's peak resident set since it started, KiB (None where unavailable)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak // 1024 if sys.platform == "darwin" else peak     # bytes on macOS, KiB on Linux
 
